@@ -1,0 +1,129 @@
+using System.Globalization;
+using System.Net;
+using PipeServer.Server;
+
+namespace PipeServer.Cli;
+
+// The one place where command-line flags and PIPESERVER_* environment variables become options.
+// Precedence: flag > environment > default. Every value is checked here; a bad one is a clear message
+// and exit code 1, never a stack trace.
+
+/// <summary>Options of the executable: the server's plus the executable's own.</summary>
+public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan HeartbeatInterval, Microsoft.Extensions.Logging.LogLevel LogLevel);
+
+public sealed class CommandLineException(string message) : Exception(message);
+
+public static class CommandLine
+{
+    private sealed record Option(string Name, string ValueName, string Help);
+
+    private static readonly Option[] Options =
+    [
+        new("address", "ADDR", "IP address to listen on (default 0.0.0.0)"),
+        new("port", "N", "TCP port, 0 picks a free one (default 8080)"),
+        new("shutdown-timeout", "SECONDS", "after accepting stops, how long in-flight requests may finish before they are aborted (default 30)"),
+        new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails (default 0)"),
+        new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this (default 10)"),
+        new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this (default 75)"),
+        new("max-connections", "N", "open connections allowed at once; more get 503 (default unlimited)"),
+        new("max-request-body-size", "BYTES", "largest request body accepted; larger gets 413 (default 30000000)"),
+        new("heartbeat-interval", "SECONDS", "log a heartbeat line this often, 0 to turn off (default 30)"),
+        new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information)"),
+    ];
+
+    public static string Usage()
+    {
+        var lines = new List<string>
+        {
+            "Usage: PipeServer [options]",
+            "",
+            "An HTTP/1.1 server on sockets and System.IO.Pipelines, with a graceful shutdown.",
+            "",
+            "Options (each also settable as an environment variable PIPESERVER_<NAME>, e.g. PIPESERVER_PORT;",
+            "a flag wins over the environment; seconds may be fractional, e.g. 0.5):",
+        };
+        foreach (var o in Options)
+            lines.Add($"  --{o.Name} {o.ValueName}".PadRight(38) + o.Help);
+        lines.Add("  --help".PadRight(38) + "print this help and exit");
+        lines.Add("");
+        lines.Add("Signals: SIGTERM, SIGINT or SIGHUP start a graceful shutdown; a second one exits at once.");
+        lines.Add("Exit codes: 0 clean shutdown, 1 could not start or a fault, 2 shutdown deadline passed and");
+        lines.Add("connections were aborted, 3 forced by a second signal.");
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    /// <summary>Returns null when --help was asked. Throws CommandLineException with a clear message on bad input.</summary>
+    public static ExecutableOptions? Parse(string[] args, IReadOnlyDictionary<string, string?> environment)
+    {
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var o in Options)
+        {
+            var envName = "PIPESERVER_" + o.Name.Replace('-', '_').ToUpperInvariant();
+            if (environment.TryGetValue(envName, out var v) && !string.IsNullOrEmpty(v)) values[o.Name] = v;
+        }
+
+        for (int i = 0; i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (arg is "--help" or "-h") return null;
+            if (!arg.StartsWith("--", StringComparison.Ordinal)) throw new CommandLineException($"unexpected argument '{arg}'");
+            var name = arg[2..];
+            string? value = null;
+            int eq = name.IndexOf('=');
+            if (eq >= 0) { value = name[(eq + 1)..]; name = name[..eq]; }
+            if (Array.Find(Options, o => o.Name == name) is null) throw new CommandLineException($"unknown option '--{name}' (see --help)");
+            if (value is null)
+            {
+                if (i + 1 >= args.Length) throw new CommandLineException($"option '--{name}' needs a value");
+                value = args[++i];
+            }
+            values[name] = value;
+        }
+
+        var server = new HttpServerOptions();
+        if (values.TryGetValue("address", out var address))
+        {
+            if (!IPAddress.TryParse(address, out var ip)) throw new CommandLineException($"--address: '{address}' is not an IP address");
+            server = server with { Address = ip };
+        }
+        if (values.TryGetValue("port", out var port)) server = server with { Port = ParseInt("port", port, 0, 65535) };
+        if (values.TryGetValue("shutdown-timeout", out var st)) server = server with { ShutdownTimeout = ParseSeconds("shutdown-timeout", st, allowZero: true) };
+        if (values.TryGetValue("drain-delay", out var dd)) server = server with { DrainDelay = ParseSeconds("drain-delay", dd, allowZero: true) };
+        if (values.TryGetValue("request-header-timeout", out var rht)) server = server with { RequestHeaderTimeout = ParseSeconds("request-header-timeout", rht, allowZero: false) };
+        if (values.TryGetValue("keep-alive-timeout", out var kat)) server = server with { KeepAliveTimeout = ParseSeconds("keep-alive-timeout", kat, allowZero: false) };
+        if (values.TryGetValue("max-connections", out var mc)) server = server with { MaxConnections = ParseInt("max-connections", mc, 1, int.MaxValue) };
+        if (values.TryGetValue("max-request-body-size", out var mb)) server = server with { MaxRequestBodySize = ParseLong("max-request-body-size", mb, 0, long.MaxValue) };
+
+        var heartbeat = values.TryGetValue("heartbeat-interval", out var hb) ? ParseSeconds("heartbeat-interval", hb, allowZero: true) : TimeSpan.FromSeconds(30);
+        var level = Microsoft.Extensions.Logging.LogLevel.Information;
+        if (values.TryGetValue("log-level", out var ll) && !Enum.TryParse(ll, ignoreCase: true, out level))
+            throw new CommandLineException($"--log-level: '{ll}' is not one of trace, debug, information, warning, error, critical, none");
+
+        try { server.Validate(); }
+        catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
+        return new ExecutableOptions(server, heartbeat, level);
+    }
+
+    private static int ParseInt(string name, string value, int min, int max)
+    {
+        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int n) || n < min || n > max)
+            throw new CommandLineException($"--{name}: '{value}' is not a whole number from {min} to {max}");
+        return n;
+    }
+
+    private static long ParseLong(string name, string value, long min, long max)
+    {
+        if (!long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n < min || n > max)
+            throw new CommandLineException($"--{name}: '{value}' is not a whole number from {min} to {max}");
+        return n;
+    }
+
+    private static TimeSpan ParseSeconds(string name, string value, bool allowZero)
+    {
+        const double max = 86400;
+        if (!double.TryParse(value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double s) ||
+            double.IsNaN(s) || s < 0 || s > max || (!allowZero && s == 0))
+            throw new CommandLineException($"--{name}: '{value}' is not a number of seconds from {(allowZero ? "0" : "more than 0")} to {max}");
+        return TimeSpan.FromSeconds(s);
+    }
+}

@@ -1,0 +1,450 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using PipeServer.Http;
+using PipeServer.Server;
+
+namespace PipeServer.Connections;
+
+// Where this sits: step 3 of a request's journey, and the loop around all the others. HttpServer accepts a
+// socket, wraps it in a SocketConnection (transport), and runs one Http1Connection over its IDuplexPipe:
+//
+//   ReadRequestHeadAsync  parse line + headers (HttpParser -> RequestHead), bounded by the header timeout
+//   ProcessRequestAsync   set up the body reader, run the handler, end the response, drain an unread body
+//   loop                  while keep-alive; flush only when about to wait for input (one flush per batch
+//                         of pipelined requests)
+//
+// Two signals from outside, never confused (STYLE.md habit 2):
+//   RequestClose()  drain: finish the response in flight (and requests already received behind it), send
+//                   "Connection: close", then stop. An idle connection stops at once.
+//   Abort()         now: the handler's Aborted token fires and the socket is reset.
+// The shutdown token is never passed into a read in the middle of a request; a drain only wakes a read
+// that is waiting for the *next* request.
+
+public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
+{
+    private enum HeadOutcome { Ready, Rejected, Closed }
+    private enum TimeoutKind { None, RequestHeaders, KeepAlive }
+
+    private readonly IDuplexPipe _transport;
+    private readonly ITransportControl _control;
+    private readonly HttpServerOptions _options;
+    private readonly HttpParserLimits _limits;
+    private readonly RequestHandler _app;
+    private readonly ServerLifetime _lifetime;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _abortCts;
+
+    // Per-request state, reused: a keep-alive connection allocates these once.
+    private readonly RequestHead _head = new();
+    private readonly HttpRequest _request = new();
+    private readonly HttpResponse _response = new();
+    private readonly ContentLengthRequestBody _contentLengthBody = new();
+    private readonly ChunkedRequestBody _chunkedBody = new();
+    private readonly EmptyRequestBody _emptyBody = EmptyRequestBody.Create();
+    private RequestBody _body;
+    private HeaderParseState _headerState;
+    private RequestRejectionReason _rejection;
+
+    private int _state;           // ConnectionState; written by the connection, read by the server
+    private int _endReason;       // ConnectionEndReason; first writer wins
+    private volatile bool _drainRequested;
+    private bool _expectContinue, _continueSent, _forceClose, _outputPending;
+
+    // Timeouts: one deadline at a time, checked by the server's heartbeat (see OnHeartbeat).
+    private long _timeoutAt = long.MaxValue;   // Environment.TickCount64 deadline; read by the heartbeat thread
+    private TimeoutKind _timeoutKind;
+    private volatile bool _timeoutFired;
+
+    public Http1Connection(long id, IDuplexPipe transport, ITransportControl control, HttpServerOptions options,
+        RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null)
+    {
+        Id = id;
+        _transport = transport;
+        _control = control;
+        _options = options;
+        _limits = new HttpParserLimits(options.MaxRequestLineSize, options.MaxRequestHeaderCount, options.MaxRequestHeadersTotalSize);
+        _app = app;
+        _lifetime = lifetime;
+        _logger = logger;
+        _abortCts = CancellationTokenSource.CreateLinkedTokenSource(serverAbort);
+        RemoteEndPoint = remote;
+        _body = _emptyBody;
+    }
+
+    public long Id { get; }
+    public IPEndPoint? RemoteEndPoint { get; }
+    public ConnectionState State => (ConnectionState)Volatile.Read(ref _state);
+    public ConnectionEndReason EndReason => (ConnectionEndReason)Volatile.Read(ref _endReason);
+    public int RequestsServed { get; private set; }
+    /// <summary>Fires when the connection is aborted: by Abort(), the server's abort token, or the peer going away.</summary>
+    public CancellationToken Aborted => _abortCts.Token;
+
+    PipeWriter IResponseOwner.Output => _transport.Output;
+
+    /// <summary>The keep-alive loop. Never throws: every end is recorded in <see cref="EndReason"/>.</summary>
+    public async Task ProcessAsync()
+    {
+        var input = _transport.Input;
+        var output = _transport.Output;
+        SetTimeout(TimeoutKind.RequestHeaders, _options.RequestHeaderTimeout); // counts from accept on a new connection
+        try
+        {
+            while (true)
+            {
+                var outcome = await ReadRequestHeadAsync(input, output).ConfigureAwait(false);
+                if (outcome == HeadOutcome.Closed) break;
+                if (outcome == HeadOutcome.Rejected)
+                {
+                    WriteRejection(_rejection);
+                    break;
+                }
+                ClearTimeout();
+                if (!await ProcessRequestAsync().ConfigureAwait(false)) break;
+
+                Volatile.Write(ref _state, (int)ConnectionState.Idle);
+                SetTimeout(TimeoutKind.KeepAlive, _options.KeepAliveTimeout);
+            }
+        }
+        catch (Exception ex) when (IsExpectedDisconnect(ex))
+        {
+            SetEndReason(ConnectionEndReason.ClientAborted);
+        }
+        catch (Exception ex)
+        {
+            // Anything else is a bug in this server: log it once, here at the top of the connection.
+            LogConnectionFault(_logger, Id, ex);
+            SetEndReason(ConnectionEndReason.ApplicationError);
+            _control.Abort();
+        }
+        finally
+        {
+            Volatile.Write(ref _state, (int)ConnectionState.Closed);
+            ClearTimeout();
+            if (_outputPending)
+            {
+                try { await output.FlushAsync().ConfigureAwait(false); } catch (Exception ex) when (IsExpectedDisconnect(ex)) { }
+            }
+            await output.CompleteAsync().ConfigureAwait(false);
+            await input.CompleteAsync().ConfigureAwait(false);
+            _abortCts.Dispose();
+        }
+    }
+
+    /// <summary>Drain signal: finish what is in flight, then close. An idle connection closes now.</summary>
+    public void RequestClose()
+    {
+        _drainRequested = true;
+        // Wakes a read that waits for the next request; a read inside a request body ignores it.
+        try { _transport.Input.CancelPendingRead(); } catch (InvalidOperationException) { }
+    }
+
+    /// <summary>Abort signal: the handler's token fires and the socket is reset.</summary>
+    public void Abort(ConnectionEndReason reason = ConnectionEndReason.Aborted)
+    {
+        SetEndReason(reason);
+        try { _abortCts.Cancel(); } catch (ObjectDisposedException) { } catch (AggregateException ex) { LogConnectionFault(_logger, Id, ex); }
+        _control.Abort();
+    }
+
+    /// <summary>The peer reset the connection or a write failed: requests in flight can no longer be answered.</summary>
+    internal void OnPeerFailure()
+    {
+        SetEndReason(ConnectionEndReason.ClientAborted);
+        try { _abortCts.Cancel(); } catch (ObjectDisposedException) { } catch (AggregateException ex) { LogConnectionFault(_logger, Id, ex); }
+    }
+
+    /// <summary>
+    /// Called by the server's heartbeat (one timer for all connections, as in Kestrel) instead of a timer per
+    /// connection or a CancellationTokenSource per request: a deadline is a long write, checking it is a
+    /// long read, and an expired one wakes the connection's pending read.
+    /// </summary>
+    public void OnHeartbeat(long nowTicks)
+    {
+        if (nowTicks < Volatile.Read(ref _timeoutAt)) return;
+        Volatile.Write(ref _timeoutAt, long.MaxValue);
+        _timeoutFired = true;
+        try { _transport.Input.CancelPendingRead(); } catch (InvalidOperationException) { }
+    }
+
+    private void SetTimeout(TimeoutKind kind, TimeSpan timeout)
+    {
+        _timeoutKind = kind;
+        _timeoutFired = false;
+        Volatile.Write(ref _timeoutAt, Environment.TickCount64 + (long)timeout.TotalMilliseconds);
+    }
+
+    private void ClearTimeout()
+    {
+        _timeoutKind = TimeoutKind.None;
+        Volatile.Write(ref _timeoutAt, long.MaxValue);
+        _timeoutFired = false;
+    }
+
+    private void SetEndReason(ConnectionEndReason reason) =>
+        Interlocked.CompareExchange(ref _endReason, (int)reason, (int)ConnectionEndReason.Unknown);
+
+    private async ValueTask<HeadOutcome> ReadRequestHeadAsync(PipeReader input, PipeWriter output)
+    {
+        _head.Reset();
+        _headerState.Reset();
+        bool lineDone = false, anyBytes = false, tryFirst = true;
+        int emptyLines = 0;
+
+        while (true)
+        {
+            if (!(tryFirst && input.TryRead(out var result)))
+            {
+                // About to wait for the client: this is the one place responses are flushed, so a batch of
+                // pipelined requests is answered with one write.
+                if (_outputPending)
+                {
+                    _outputPending = false;
+                    var flush = await output.FlushAsync().ConfigureAwait(false);
+                    if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return HeadOutcome.Closed; }
+                }
+                if (_drainRequested && !anyBytes)
+                {
+                    SetEndReason(ConnectionEndReason.ServerDrained);
+                    return HeadOutcome.Closed;
+                }
+                result = await input.ReadAsync().ConfigureAwait(false);
+            }
+            tryFirst = false;
+            var buffer = result.Buffer;
+
+            if (result.IsCanceled)
+            {
+                input.AdvanceTo(buffer.Start, buffer.End);
+                if (_timeoutFired)
+                {
+                    _timeoutFired = false;
+                    if (_timeoutKind == TimeoutKind.KeepAlive && buffer.IsEmpty && !anyBytes)
+                    {
+                        SetEndReason(ConnectionEndReason.KeepAliveTimeout);
+                        return HeadOutcome.Closed;
+                    }
+                    if (_timeoutKind == TimeoutKind.RequestHeaders)
+                    {
+                        SetEndReason(ConnectionEndReason.RequestHeadersTimeout);
+                        if (!anyBytes && buffer.IsEmpty) return HeadOutcome.Closed; // a silent connection gets no 408
+                        _rejection = RequestRejectionReason.RequestHeadersTimeout;
+                        return HeadOutcome.Rejected;
+                    }
+                }
+                if (_drainRequested && !anyBytes && buffer.IsEmpty)
+                {
+                    SetEndReason(ConnectionEndReason.ServerDrained);
+                    return HeadOutcome.Closed;
+                }
+                continue;
+            }
+
+            if (!buffer.IsEmpty && !anyBytes)
+            {
+                anyBytes = true;
+                Volatile.Write(ref _state, (int)ConnectionState.Active);
+                // The header timeout runs from the first byte of a request (from accept for the first one).
+                if (_timeoutKind == TimeoutKind.KeepAlive) SetTimeout(TimeoutKind.RequestHeaders, _options.RequestHeaderTimeout);
+            }
+
+            var reader = new SequenceReader<byte>(buffer);
+            var status = ParseStatus.NeedMoreData;
+            var reason = RequestRejectionReason.None;
+            if (!lineDone)
+            {
+                // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line.
+                while (reader.IsNext("\r\n"u8, advancePast: true))
+                {
+                    if (++emptyLines > 4) { _rejection = RequestRejectionReason.InvalidRequestLine; input.AdvanceTo(reader.Position); return HeadOutcome.Rejected; }
+                }
+                status = HttpParser.ParseRequestLine(ref reader, _head, _limits, out reason);
+                if (status == ParseStatus.Done) lineDone = true;
+            }
+            if (lineDone)
+                status = HttpParser.ParseHeaders(ref reader, _head, ref _headerState, _limits, out reason);
+
+            switch (status)
+            {
+                case ParseStatus.Done:
+                    input.AdvanceTo(reader.Position);
+                    _rejection = _head.OnHeadersComplete();
+                    return _rejection == RequestRejectionReason.None ? HeadOutcome.Ready : HeadOutcome.Rejected;
+                case ParseStatus.Rejected:
+                    input.AdvanceTo(reader.Position);
+                    _rejection = reason;
+                    return HeadOutcome.Rejected;
+                default:
+                    input.AdvanceTo(reader.Position, buffer.End);
+                    if (result.IsCompleted)
+                    {
+                        // EOF. Between requests that is an ordinary close; inside a head the client gave up.
+                        SetEndReason(anyBytes && reader.Remaining > 0 || lineDone ? ConnectionEndReason.ClientAborted : ConnectionEndReason.ClientClosed);
+                        return HeadOutcome.Closed;
+                    }
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Runs one request. Returns whether the connection may serve another.</summary>
+    private async ValueTask<bool> ProcessRequestAsync()
+    {
+        var input = _transport.Input;
+        _forceClose = false;
+        _continueSent = false;
+
+        if (_head.ContentLength > _options.MaxRequestBodySize)
+        {
+            // Refused before a byte of the body is read, and before any 100 Continue is sent.
+            WriteRejection(RequestRejectionReason.BodyTooLarge);
+            return false;
+        }
+
+        if (_head.IsChunked)
+        {
+            _chunkedBody.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
+            _body = _chunkedBody;
+        }
+        else if (_head.ContentLength > 0)
+        {
+            _contentLengthBody.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
+            _body = _contentLengthBody;
+        }
+        else _body = _emptyBody;
+
+        _expectContinue = _head.ExpectContinue && !_body.IsComplete;
+        _request.Reset(_head, _body, Id, RemoteEndPoint, _abortCts.Token, _lifetime.Draining);
+        _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
+
+        try
+        {
+            await _app(_request, _response).ConfigureAwait(false);
+            _response.Complete();
+        }
+        catch (BadHttpRequestException bad)
+        {
+            // The body turned out malformed or too large while the handler read it.
+            if (_response.HasStarted) { Abort(ConnectionEndReason.BadRequest); return false; }
+            WriteRejection(bad.Reason);
+            return false;
+        }
+        catch (Exception) when (_abortCts.IsCancellationRequested)
+        {
+            // The handler gave up because the request was aborted (client gone, or shutdown deadline).
+            SetEndReason(ConnectionEndReason.ClientAborted);
+            _control.Abort();
+            return false;
+        }
+        catch (Exception ex)
+        {
+            LogHandlerFault(_logger, Id, _head.MethodName, _head.Path, ex);
+            if (_response.HasStarted)
+            {
+                // Headers are on the wire: the client can only learn of the failure by the connection ending early.
+                Abort(ConnectionEndReason.ApplicationError);
+                return false;
+            }
+            _forceClose = true;
+            _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
+            _response.WriteSimple(500, "Internal Server Error");
+            _response.Complete();
+            _outputPending = true;
+            SetEndReason(ConnectionEndReason.ApplicationError);
+            return false;
+        }
+
+        RequestsServed++;
+        _outputPending = true;
+
+        if (!_body.IsComplete)
+        {
+            // The handler left body bytes. The client never got "100 Continue", so it may not send them at all:
+            // close. Otherwise read and discard them (bounded) so the next request can be parsed.
+            if (_expectContinue && !_continueSent) { SetEndReason(ConnectionEndReason.ConnectionCloseRequested); return false; }
+            if (!_response.KeepAlive) return EndAfterResponse();
+            _outputPending = false;
+            var flush = await _transport.Output.FlushAsync().ConfigureAwait(false);
+            if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return false; }
+            SetTimeout(TimeoutKind.RequestHeaders, _options.RequestHeaderTimeout);
+            bool drained;
+            try
+            {
+                using var cts = new CancellationTokenSource(_options.RequestHeaderTimeout);
+                drained = await _body.DrainAsync(_options.MaxUnreadBodyDrain, cts.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { drained = false; }
+            catch (BadHttpRequestException) { drained = false; }
+            ClearTimeout();
+            if (!drained) { SetEndReason(ConnectionEndReason.UnreadBodyTooLarge); return false; }
+        }
+        return _response.KeepAlive || EndAfterResponse();
+    }
+
+    private bool EndAfterResponse()
+    {
+        SetEndReason(_drainRequested || _lifetime.CloseAfterResponse ? ConnectionEndReason.ServerDrained : ConnectionEndReason.ConnectionCloseRequested);
+        return false;
+    }
+
+    /// <summary>Answers a rejected request with its status and "Connection: close"; the caller then ends the loop.</summary>
+    private void WriteRejection(RequestRejectionReason reason)
+    {
+        SetEndReason(reason == RequestRejectionReason.RequestHeadersTimeout ? ConnectionEndReason.RequestHeadersTimeout : ConnectionEndReason.BadRequest);
+        LogRejected(_logger, Id, reason);
+        _forceClose = true;
+        _response.Reset(this, isHead: false, Http.HttpVersion.Http11);
+        _response.WriteSimple(RequestRejection.StatusCodeFor(reason), RequestRejection.Describe(reason));
+        _response.Complete();
+        _outputPending = true;
+        // The client may still be sending (a body we refused): read it away before closing, so the kernel
+        // does not answer it with an RST that could destroy the response we just wrote.
+        _control.RequestLingeringClose();
+    }
+
+    bool IResponseOwner.KeepAliveAtResponseStart(HttpResponse response)
+    {
+        if (_forceClose || !_head.KeepAlive || _lifetime.CloseAfterResponse) return false;
+        if (!_body.IsComplete)
+        {
+            if (_expectContinue && !_continueSent) return false;
+            if (_body is ContentLengthRequestBody && _head.ContentLength - _body.BytesConsumed > _options.MaxUnreadBodyDrain) return false;
+        }
+        // Draining: keep the connection only if another complete request is already waiting behind this one.
+        if (_drainRequested && !(_body.IsComplete && NextRequestIsBuffered())) return false;
+        return true;
+    }
+
+    /// <summary>Peeks at the input without consuming: is a whole request head already received?</summary>
+    private bool NextRequestIsBuffered()
+    {
+        var input = _transport.Input;
+        if (!input.TryRead(out var result)) return false;
+        var reader = new SequenceReader<byte>(result.Buffer);
+        bool found = reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n\r\n"u8);
+        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start);
+        return found;
+    }
+
+    async ValueTask IRequestBodyOwner.OnBodyReadStartingAsync()
+    {
+        if (!_expectContinue || _continueSent || _response.HasStarted) return;
+        _continueSent = true;
+        _transport.Output.Write("HTTP/1.1 100 Continue\r\n\r\n"u8);
+        await _transport.Output.FlushAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Resets, EOFs and closed sockets: the network's normal life, not worth an error log.</summary>
+    internal static bool IsExpectedDisconnect(Exception ex) =>
+        ex is IOException or System.Net.Sockets.SocketException or ObjectDisposedException or OperationCanceledException or ConnectionResetException;
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "Connection {ConnectionId} failed")]
+    private static partial void LogConnectionFault(ILogger logger, long connectionId, Exception exception);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "Connection {ConnectionId}: handler for {Method} {Path} threw")]
+    private static partial void LogHandlerFault(ILogger logger, long connectionId, string method, string path, Exception exception);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Debug, Message = "Connection {ConnectionId}: request rejected: {Reason}")]
+    private static partial void LogRejected(ILogger logger, long connectionId, RequestRejectionReason reason);
+}

@@ -1,0 +1,183 @@
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+
+namespace PipeServer.Connections;
+
+// Where this sits: the transport, between the kernel socket and the protocol code. Two loops move bytes:
+// receive (socket -> input pipe) and send (output pipe -> socket). Http1Connection only ever sees the two
+// pipe ends (IDuplexPipe), so the same protocol code runs over an in-memory pipe in unit tests.
+//
+// How a connection ends here, and why there are three ways:
+//   graceful  the protocol completed its output: everything is sent, then shutdown(SHUT_WR) sends FIN.
+//             If the peer had sent bytes we will never read, close() would answer them with RST, and an
+//             RST can destroy our last response in the peer's receive queue. So unread input is drained
+//             ("lingering close") for a bounded time and size before the socket is closed.
+//   abort     Abort(): SO_LINGER 0 and close: an RST now. Used at the shutdown deadline and on timeouts
+//             where the peer is not reading.
+//   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
+
+/// <summary>What the protocol layer may ask of its transport beyond the two pipes.</summary>
+public interface ITransportControl
+{
+    /// <summary>Close now with an RST; pending reads and writes fail.</summary>
+    void Abort();
+    /// <summary>At close, read and discard what the peer still sends (bounded) before closing, so it sees our last response.</summary>
+    void RequestLingeringClose();
+}
+
+public sealed class SocketConnection : IDuplexPipe, ITransportControl
+{
+    private const int MinimumReceiveBuffer = 4096;
+    private static readonly TimeSpan LingerTimeout = TimeSpan.FromSeconds(1);
+    private const int MaxLingerBytes = 64 * 1024;
+
+    private readonly Socket _socket;
+    private readonly Pipe _input;
+    private readonly Pipe _output;
+    private readonly Action _onPeerFailure;
+    private volatile bool _aborted;
+    private volatile bool _lingerRequested;
+
+    /// <param name="socket">An accepted, connected socket; owned from here on.</param>
+    /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
+    /// <param name="outputOptions">Bounds on bytes written but not yet sent.</param>
+    /// <param name="onPeerFailure">Called once when the peer resets or a send fails: the client is gone.</param>
+    public SocketConnection(Socket socket, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
+    {
+        _socket = socket;
+        _input = new Pipe(inputOptions);
+        _output = new Pipe(outputOptions);
+        _onPeerFailure = onPeerFailure;
+        RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
+    }
+
+    public PipeReader Input => _input.Reader;
+    public PipeWriter Output => _output.Writer;
+    public IPEndPoint? RemoteEndPoint { get; }
+
+    /// <summary>Runs both loops and closes the socket; completes when the socket is closed.</summary>
+    public async Task RunAsync()
+    {
+        var receiving = ReceiveLoopAsync();
+        var sending = SendLoopAsync();
+        await sending.ConfigureAwait(false);
+
+        if (!_aborted)
+        {
+            try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded).
+            bool unread = SafeAvailable() > 0;
+            if (!receiving.IsCompleted && (_lingerRequested || unread))
+                await Task.WhenAny(receiving, Task.Delay(LingerTimeout)).ConfigureAwait(false);
+        }
+        _socket.Dispose();
+        await receiving.ConfigureAwait(false);
+    }
+
+    public void Abort()
+    {
+        if (_aborted) return;
+        _aborted = true;
+        try { _socket.LingerState = new LingerOption(true, 0); } catch (SocketException) { } catch (ObjectDisposedException) { }
+        _socket.Dispose();
+        try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { }
+        try { _input.Writer.CancelPendingFlush(); } catch (InvalidOperationException) { }
+    }
+
+    public void RequestLingeringClose() => _lingerRequested = true;
+
+    private int SafeAvailable()
+    {
+        try { return _socket.Available; } catch (SocketException) { return 0; } catch (ObjectDisposedException) { return 0; }
+    }
+
+    private async Task ReceiveLoopAsync()
+    {
+        var writer = _input.Writer;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                // Zero-byte receive: wait for data without holding a buffer, so an idle keep-alive connection
+                // costs no receive memory (Kestrel's socket transport does the same).
+                await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
+
+                var memory = writer.GetMemory(MinimumReceiveBuffer);
+                int received = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
+                if (received == 0) break; // FIN: the peer will send no more
+
+                writer.Advance(received);
+                var flush = await writer.FlushAsync().ConfigureAwait(false); // backpressure: waits past the pause threshold
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    await DiscardUntilEndAsync().ConfigureAwait(false);
+                    break;
+                }
+            }
+        }
+        catch (Exception ex) when (IsExpectedSocketError(ex))
+        {
+            if (!_aborted && ex is SocketException { SocketErrorCode: SocketError.ConnectionReset })
+            {
+                error = new ConnectionResetException("The client reset the connection.", ex);
+                _onPeerFailure();
+            }
+        }
+        finally
+        {
+            await writer.CompleteAsync(error).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The protocol stopped reading: swallow what the peer still sends, up to a bound, until it closes.</summary>
+    private async Task DiscardUntilEndAsync()
+    {
+        var scratch = new byte[4096];
+        int total = 0;
+        while (total < MaxLingerBytes)
+        {
+            int n = await _socket.ReceiveAsync(scratch, SocketFlags.None).ConfigureAwait(false);
+            if (n == 0) return;
+            total += n;
+        }
+    }
+
+    private async Task SendLoopAsync()
+    {
+        var reader = _output.Reader;
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync().ConfigureAwait(false);
+                if (result.IsCanceled) break; // Abort()
+                var buffer = result.Buffer;
+                foreach (var segment in buffer)
+                    await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
+                reader.AdvanceTo(buffer.End);
+                if (result.IsCompleted) break;
+            }
+        }
+        catch (Exception ex) when (IsExpectedSocketError(ex))
+        {
+            error = ex;
+            if (!_aborted) _onPeerFailure();
+        }
+        finally
+        {
+            // Completing the reader makes the protocol's next FlushAsync report IsCompleted: "stop writing".
+            await reader.CompleteAsync(error).ConfigureAwait(false);
+            if (error is not null) _input.Writer.CancelPendingFlush();
+        }
+    }
+
+    /// <summary>Resets, broken pipes and a socket closed under us are a network's normal life, not faults.</summary>
+    internal static bool IsExpectedSocketError(Exception ex) =>
+        ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException;
+}
+
+/// <summary>The peer reset the connection.</summary>
+public sealed class ConnectionResetException(string message, Exception inner) : IOException(message, inner);

@@ -1,0 +1,44 @@
+using System.Net.Sockets;
+using PipeServer.Server;
+
+namespace PipeServer.Hosting;
+
+/// <summary>The HTTP server as a managed service: binds on start, faults if the listener dies, drains on stop.</summary>
+public sealed class HttpServerService(HttpServer server, Action<string> announce) : HostedService
+{
+    public override string Name => "http";
+    public ShutdownReport? Report { get; private set; }
+
+    public override async Task StartAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await server.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (SocketException ex)
+        {
+            throw new InvalidOperationException(ex.SocketErrorCode switch
+            {
+                SocketError.AddressAlreadyInUse => "the address and port are already in use",
+                SocketError.AccessDenied => "permission denied (ports below 1024 need privileges)",
+                SocketError.AddressNotAvailable => "the address is not available on this machine",
+                _ => ex.Message,
+            }, ex);
+        }
+        var ep = server.EndPoint!;
+        announce($"Listening on http://{(ep.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ep.Address}]" : ep.Address)}:{ep.Port}");
+    }
+
+    public override async Task RunAsync(CancellationToken stopping)
+    {
+        // The accept loop only ends when StopAccepting cancels it; ending any other way is a listener fault.
+        await server.AcceptLoop.WaitAsync(stopping).ConfigureAwait(false);
+    }
+
+    public override async Task<StopOutcome> StopAsync(CancellationToken deadline)
+    {
+        // The server enforces its own deadline (drain delay + shutdown timeout); `deadline` here is the force signal.
+        Report = await server.ShutdownAsync(deadline).ConfigureAwait(false);
+        return Report.AllDrained ? StopOutcome.Clean : StopOutcome.DeadlineExceeded;
+    }
+}

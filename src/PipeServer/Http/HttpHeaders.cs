@@ -1,0 +1,55 @@
+using System.Collections;
+
+namespace PipeServer.Http;
+
+/// <summary>
+/// An ordered list of header fields: names compare case-insensitively, repeated fields are kept in the
+/// order they arrived (RFC 9110 §5.3). Reused across the requests of one connection.
+/// </summary>
+public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
+{
+    private readonly List<KeyValuePair<string, string>> _fields = new(16);
+
+    public int Count => _fields.Count;
+
+    public KeyValuePair<string, string> this[int index] => _fields[index];
+
+    public void Add(string name, string value) => _fields.Add(new(name, value));
+
+    /// <summary>Replaces every field of that name with one field.</summary>
+    public void Set(string name, string value)
+    {
+        Remove(name);
+        _fields.Add(new(name, value));
+    }
+
+    public bool Remove(string name) => _fields.RemoveAll(f => string.Equals(f.Key, name, StringComparison.OrdinalIgnoreCase)) > 0;
+
+    public bool Contains(string name) => IndexOf(name) >= 0;
+
+    /// <summary>The first value of that name, or null.</summary>
+    public string? this[string name]
+    {
+        get { int i = IndexOf(name); return i < 0 ? null : _fields[i].Value; }
+    }
+
+    /// <summary>Every value of that name, in order.</summary>
+    public IEnumerable<string> GetValues(string name)
+    {
+        foreach (var f in _fields)
+            if (string.Equals(f.Key, name, StringComparison.OrdinalIgnoreCase)) yield return f.Value;
+    }
+
+    public void Clear() => _fields.Clear();
+
+    private int IndexOf(string name)
+    {
+        for (int i = 0; i < _fields.Count; i++)
+            if (string.Equals(_fields[i].Key, name, StringComparison.OrdinalIgnoreCase)) return i;
+        return -1;
+    }
+
+    public List<KeyValuePair<string, string>>.Enumerator GetEnumerator() => _fields.GetEnumerator();
+    IEnumerator<KeyValuePair<string, string>> IEnumerable<KeyValuePair<string, string>>.GetEnumerator() => GetEnumerator();
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+}

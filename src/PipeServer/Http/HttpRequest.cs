@@ -1,0 +1,71 @@
+using System.IO.Pipelines;
+using System.Net;
+
+namespace PipeServer.Http;
+
+/// <summary>An application's request handler: read the request, fill in the response.</summary>
+public delegate ValueTask RequestHandler(HttpRequest request, HttpResponse response);
+
+/// <summary>
+/// What a handler sees of one request. The head is parsed and validated before the handler runs; the body
+/// streams in as the handler reads it. One instance per connection, reset per request.
+/// </summary>
+public sealed class HttpRequest
+{
+    private RequestHead _head = null!;
+
+    public string Method => _head.MethodName;
+    public HttpMethod KnownMethod => _head.Method;
+    /// <summary>The request target exactly as sent.</summary>
+    public string Target => _head.Target;
+    public string Path => _head.Path;
+    /// <summary>The query string without '?'.</summary>
+    public string Query => _head.Query;
+    public HttpVersion Version => _head.Version;
+    public HttpHeaders Headers => _head.Headers;
+    /// <summary>Content-Length as sent, or null (no body, or chunked).</summary>
+    public long? ContentLength => _head.ContentLength >= 0 ? _head.ContentLength : null;
+    public bool IsChunked => _head.IsChunked;
+
+    /// <summary>The body, streamed: reading never returns bytes past this request's end.</summary>
+    public RequestBody Body { get; private set; } = null!;
+    public Stream BodyStream => Body.AsStream();
+    /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
+    public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
+
+    public long ConnectionId { get; private set; }
+    public IPEndPoint? RemoteEndPoint { get; private set; }
+
+    /// <summary>
+    /// Fires when this request can no longer be answered: the client went away (reset, failed write), or the
+    /// server aborted the connection (shutdown deadline). Pass it to any wait inside a handler.
+    /// </summary>
+    public CancellationToken Aborted { get; private set; }
+
+    /// <summary>
+    /// Fires when the server starts draining for shutdown. The current response will still be sent in full;
+    /// long-running responses (streams, long polls) should finish early and cleanly when it fires.
+    /// </summary>
+    public CancellationToken Draining { get; private set; }
+
+    private static readonly HttpHeaders EmptyHeaders = new();
+
+    internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, CancellationToken aborted, CancellationToken draining)
+    {
+        _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
+        Aborted = aborted; Draining = draining;
+    }
+
+    /// <summary>The first value of a query parameter, percent-decoded, or null.</summary>
+    public string? GetQueryValue(string name)
+    {
+        foreach (var part in Query.Split('&'))
+        {
+            int eq = part.IndexOf('=');
+            var key = eq < 0 ? part : part[..eq];
+            if (string.Equals(Uri.UnescapeDataString(key.Replace('+', ' ')), name, StringComparison.Ordinal))
+                return eq < 0 ? "" : Uri.UnescapeDataString(part[(eq + 1)..].Replace('+', ' '));
+        }
+        return null;
+    }
+}

@@ -1,0 +1,400 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.IO.Pipelines;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace PipeServer.Http;
+
+// Where this sits: step 5 of a request's journey. The handler sets a status and headers and writes the
+// body; nothing reaches the connection's output until the response "starts" (first flush, or handler
+// return). Starting decides the framing once, by RFC 9112 §6:
+//   - handler returned without flushing  -> Content-Length = bytes buffered (the common case)
+//   - handler set ContentLength          -> Content-Length, body passed straight through
+//   - handler flushed with no length     -> chunked (HTTP/1.1) or close-delimited (HTTP/1.0)
+//   - HEAD, 1xx, 204, 304                -> the same headers, never a body
+// The response writes into the connection's PipeWriter but never flushes it on its own: the connection
+// flushes once per batch of pipelined requests, unless the handler asks (streaming).
+
+internal interface IResponseOwner
+{
+    PipeWriter Output { get; }
+    /// <summary>Asked once, as the head is written: may this connection stay open after the response?</summary>
+    bool KeepAliveAtResponseStart(HttpResponse response);
+}
+
+public enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
+
+/// <summary>The response a handler fills in. One instance per connection, reset per request.</summary>
+public sealed class HttpResponse
+{
+    /// <summary>Bytes a handler may write before the response is started in chunked mode anyway.</summary>
+    internal const int MaxBufferedBody = 64 * 1024;
+    private static ReadOnlySpan<byte> ServerHeader => "Server: PipeServer\r\n"u8;
+
+    private IResponseOwner _owner = null!;
+    private bool _isHead;
+    private HttpVersion _version;
+    private int _statusCode = 200;
+    private readonly ResponseBodyWriter _body;
+    private Stream? _bodyStream;
+
+    public HttpResponse() => _body = new ResponseBodyWriter(this);
+
+    public int StatusCode
+    {
+        get => _statusCode;
+        set
+        {
+            ThrowIfStarted();
+            if (value is < 100 or > 999) throw new ArgumentOutOfRangeException(nameof(value), "A status code has three digits.");
+            _statusCode = value;
+        }
+    }
+
+    public string? ReasonPhrase { get; set; }
+    public HttpHeaders Headers { get; } = new();
+
+    /// <summary>Set before writing to send the body with Content-Length instead of buffering or chunking.</summary>
+    public long? ContentLength { get; set; }
+
+    public string? ContentType
+    {
+        get => Headers[KnownHeaders.ContentType];
+        set { if (value is null) Headers.Remove(KnownHeaders.ContentType); else Headers.Set(KnownHeaders.ContentType, value); }
+    }
+
+    /// <summary>The body. Writes are buffered until the handler flushes or returns.</summary>
+    public PipeWriter Body => _body;
+    public Stream BodyStream => _bodyStream ??= _body.AsStream(leaveOpen: true);
+
+    public bool HasStarted => Framing != ResponseFraming.NotStarted;
+    public ResponseFraming Framing { get; private set; }
+    /// <summary>Decided when the response started: whether the connection stays open afterwards.</summary>
+    public bool KeepAlive { get; private set; }
+    public long BodyBytesWritten => _body.Written;
+
+    internal void Reset(IResponseOwner owner, bool isHead, HttpVersion version)
+    {
+        _owner = owner; _isHead = isHead; _version = version;
+        _statusCode = 200; ReasonPhrase = null; ContentLength = null;
+        Headers.Clear();
+        Framing = ResponseFraming.NotStarted;
+        KeepAlive = false;
+        _body.Reset(owner.Output);
+    }
+
+    /// <summary>Writes UTF-8 text with a known length: the fast path for small responses.</summary>
+    public ValueTask WriteTextAsync(string text, string contentType = "text/plain; charset=utf-8")
+    {
+        ContentType = contentType;
+        if (!HasStarted && _body.Written == 0) ContentLength = Encoding.UTF8.GetByteCount(text);
+        var span = _body.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
+        int n = Encoding.UTF8.GetBytes(text, span);
+        _body.Advance(n);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Writes bytes with a known length.</summary>
+    public ValueTask WriteBytesAsync(ReadOnlySpan<byte> bytes, string contentType)
+    {
+        ContentType = contentType;
+        if (!HasStarted && _body.Written == 0) ContentLength = bytes.Length;
+        _body.Write(bytes);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Serialises with System.Text.Json through source-generated metadata (no reflection).</summary>
+    public ValueTask WriteJsonAsync<T>(T value, JsonTypeInfo<T> typeInfo)
+    {
+        ContentType = "application/json";
+        using var writer = new Utf8JsonWriter((IBufferWriter<byte>)_body, default);
+        JsonSerializer.Serialize(writer, value, typeInfo);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Sends the head and what is buffered now; later writes stream.</summary>
+    public async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) =>
+        await _body.FlushAsync(cancellationToken).ConfigureAwait(false);
+
+    internal void ThrowIfStarted()
+    {
+        if (HasStarted) throw new InvalidOperationException("The response has already started; status and headers can no longer change.");
+    }
+
+    /// <summary>Writes the status line and headers into the output and fixes the framing. Called exactly once.</summary>
+    internal void Start(long bufferedBodyLength, bool complete)
+    {
+        // Headers the handler set that decide framing are ours to write.
+        if (Headers[KnownHeaders.ContentLength] is { } cl)
+        {
+            if (!long.TryParse(cl, System.Globalization.NumberStyles.None, null, out long parsed))
+                throw new InvalidOperationException("Invalid Content-Length header set by the handler.");
+            ContentLength = parsed;
+            Headers.Remove(KnownHeaders.ContentLength);
+        }
+        Headers.Remove(KnownHeaders.TransferEncoding);
+        bool handlerWantsClose = false;
+        if (Headers[KnownHeaders.Connection] is { } connection)
+        {
+            handlerWantsClose = connection.Contains("close", StringComparison.OrdinalIgnoreCase);
+            Headers.Remove(KnownHeaders.Connection);
+        }
+
+        bool bodyAllowed = HttpStatus.AllowsBody(_statusCode);
+        if (!bodyAllowed) Framing = ResponseFraming.NoBody;
+        else if (ContentLength is not null) Framing = ResponseFraming.ContentLength;
+        else if (complete) { ContentLength = bufferedBodyLength; Framing = ResponseFraming.ContentLength; }
+        else Framing = _version == HttpVersion.Http11 ? ResponseFraming.Chunked : ResponseFraming.CloseDelimited;
+
+        KeepAlive = !handlerWantsClose && Framing != ResponseFraming.CloseDelimited && _owner.KeepAliveAtResponseStart(this);
+
+        var output = _owner.Output;
+        output.Write(HttpStatus.StatusLine(_statusCode, ReasonPhrase));
+        output.Write(DateHeader.Line);
+        output.Write(ServerHeader);
+        if (Framing == ResponseFraming.ContentLength || (Framing == ResponseFraming.NoBody && _statusCode == 304 && ContentLength is not null))
+        {
+            output.Write("Content-Length: "u8);
+            var span = output.GetSpan(20);
+            Utf8Formatter.TryFormat(ContentLength!.Value, span, out int n);
+            output.Advance(n);
+            output.Write("\r\n"u8);
+        }
+        else if (Framing == ResponseFraming.Chunked)
+        {
+            output.Write("Transfer-Encoding: chunked\r\n"u8);
+        }
+        if (!KeepAlive) output.Write("Connection: close\r\n"u8);
+        else if (_version == HttpVersion.Http10) output.Write("Connection: keep-alive\r\n"u8);
+
+        foreach (var (name, value) in Headers)
+        {
+            // Response splitting guard: a CR or LF in a name or value would start a new header or a new response.
+            if (!IsValidHeaderName(name) || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+                throw new InvalidOperationException($"Invalid response header '{name}'.");
+            WriteLatin1(output, name);
+            output.Write(": "u8);
+            WriteLatin1(output, value);
+            output.Write("\r\n"u8);
+        }
+        output.Write("\r\n"u8);
+
+        if (_isHead) Framing = ResponseFraming.NoBody;
+    }
+
+    private static bool IsValidHeaderName(string name)
+    {
+        if (name.Length == 0) return false;
+        foreach (char c in name)
+            if (c > 0x7F || !HttpCharacters.Token.Contains((byte)c)) return false;
+        return true;
+    }
+
+    private static void WriteLatin1(PipeWriter output, string s)
+    {
+        var span = output.GetSpan(s.Length);
+        int n = Encoding.Latin1.GetBytes(s, span);
+        output.Advance(n);
+    }
+
+    /// <summary>Writes a complete small response with no handler involved (rejections, 404, 500).</summary>
+    internal void WriteSimple(int statusCode, string text)
+    {
+        _statusCode = statusCode;
+        ContentLength = null;
+        Headers.Clear();
+        _body.DiscardBuffered();
+        ContentType = "text/plain; charset=utf-8";
+        if (text.Length > 0) WriteTextAsync(text);
+    }
+
+    /// <summary>Ends the response: starts it if needed, writes the chunked terminator, checks Content-Length.</summary>
+    internal void Complete() => _body.CompleteResponse();
+
+    internal bool IsHeadRequest => _isHead;
+}
+
+/// <summary>The response body PipeWriter: buffers before start, then frames per <see cref="ResponseFraming"/>.</summary>
+internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
+{
+    private const int ChunkPrefixMax = 8 + 2; // up to 8 hex digits and CRLF for chunks under 4 GiB
+    private PipeWriter _output = null!;
+    private byte[] _buffer = [];
+    private int _buffered;
+    private Memory<byte> _chunkFull; // memory taken from the output in chunked mode: prefix + data + CRLF
+    private int _chunkPrefixLength;
+    private bool _responseCompleted;
+
+    public long Written { get; private set; }
+
+    public void Reset(PipeWriter output)
+    {
+        _output = output;
+        _buffered = 0;
+        Written = 0;
+        _responseCompleted = false;
+        _chunkFull = default;
+        if (_buffer.Length > 16 * 1024) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
+    }
+
+    public void DiscardBuffered()
+    {
+        _buffered = 0;
+        Written = 0;
+    }
+
+    public override Memory<byte> GetMemory(int sizeHint = 0)
+    {
+        ThrowIfCompleted();
+        switch (response.Framing)
+        {
+            case ResponseFraming.NotStarted:
+                EnsureBuffer(Math.Max(sizeHint, 1));
+                return _buffer.AsMemory(_buffered);
+            case ResponseFraming.ContentLength:
+            case ResponseFraming.CloseDelimited:
+                return _output.GetMemory(sizeHint);
+            case ResponseFraming.Chunked:
+            {
+                var memory = _output.GetMemory(Math.Max(sizeHint, 256) + ChunkPrefixMax + 2);
+                int dataCapacity = Math.Min(memory.Length - ChunkPrefixMax - 2, int.MaxValue);
+                _chunkPrefixLength = HexDigits(dataCapacity) + 2;
+                _chunkFull = memory;
+                return memory.Slice(_chunkPrefixLength, dataCapacity);
+            }
+            default: // NoBody: HEAD and bodiless statuses still accept writes, and drop them
+                EnsureBuffer(Math.Max(sizeHint, 1));
+                return _buffer.AsMemory(0);
+        }
+    }
+
+    public override Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+
+    public override void Advance(int bytes)
+    {
+        switch (response.Framing)
+        {
+            case ResponseFraming.NotStarted:
+                if (!HttpStatus.AllowsBody(response.StatusCode) && bytes > 0)
+                    throw new InvalidOperationException($"A {response.StatusCode} response has no body.");
+                _buffered += bytes;
+                Written += bytes;
+                CheckContentLength();
+                if (_buffered > HttpResponse.MaxBufferedBody) StartAndMoveBuffered(complete: false);
+                break;
+            case ResponseFraming.ContentLength:
+                Written += bytes;
+                CheckContentLength();
+                _output.Advance(bytes);
+                break;
+            case ResponseFraming.CloseDelimited:
+                Written += bytes;
+                _output.Advance(bytes);
+                break;
+            case ResponseFraming.Chunked:
+                if (bytes == 0) return;
+                // The chunk size is written into the space reserved before the data; leading zeros pad it
+                // to the reserved width, which RFC 9112's 1*HEXDIG allows.
+                var span = _chunkFull.Span;
+                WritePaddedHex(span[.._chunkPrefixLength], bytes);
+                span[_chunkPrefixLength + bytes] = (byte)'\r';
+                span[_chunkPrefixLength + bytes + 1] = (byte)'\n';
+                _output.Advance(_chunkPrefixLength + bytes + 2);
+                Written += bytes;
+                break;
+            default:
+                Written += bytes;
+                break;
+        }
+    }
+
+    private void CheckContentLength()
+    {
+        if (response.ContentLength is long cl && Written > cl && !response.IsHeadRequest)
+            throw new InvalidOperationException($"Response body exceeds the declared Content-Length ({cl}).");
+    }
+
+    public override async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+    {
+        if (response.Framing == ResponseFraming.NotStarted) StartAndMoveBuffered(complete: false);
+        return await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public override void CancelPendingFlush() => _output.CancelPendingFlush();
+
+    /// <summary>A handler completing the body writer means "no more body"; the connection ends the response.</summary>
+    public override void Complete(Exception? exception = null) { }
+
+    internal void CompleteResponse()
+    {
+        if (_responseCompleted) return;
+        if (response.Framing == ResponseFraming.NotStarted) StartAndMoveBuffered(complete: true);
+        _responseCompleted = true;
+        if (response.Framing == ResponseFraming.Chunked) _output.Write("0\r\n\r\n"u8);
+        else if (response.Framing == ResponseFraming.ContentLength && Written != response.ContentLength)
+            throw new ResponseIncompleteException(response.ContentLength!.Value, Written);
+    }
+
+    private void StartAndMoveBuffered(bool complete)
+    {
+        response.Start(_buffered, complete);
+        var pending = _buffer.AsSpan(0, _buffered);
+        _buffered = 0;
+        if (pending.Length == 0) return;
+        switch (response.Framing)
+        {
+            case ResponseFraming.ContentLength:
+            case ResponseFraming.CloseDelimited:
+                _output.Write(pending);
+                break;
+            case ResponseFraming.Chunked:
+                var prefix = _output.GetSpan(ChunkPrefixMax);
+                int n = FormatHex(pending.Length, prefix);
+                prefix[n] = (byte)'\r'; prefix[n + 1] = (byte)'\n';
+                _output.Advance(n + 2);
+                _output.Write(pending);
+                _output.Write("\r\n"u8);
+                break;
+        }
+    }
+
+    private void EnsureBuffer(int sizeHint)
+    {
+        if (_buffer.Length - _buffered >= sizeHint) return;
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffered + sizeHint, Math.Max(512, _buffer.Length * 2)));
+        _buffer.AsSpan(0, _buffered).CopyTo(bigger);
+        if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = bigger;
+    }
+
+    private void ThrowIfCompleted()
+    {
+        if (_responseCompleted) throw new InvalidOperationException("The response has completed.");
+    }
+
+    private static int HexDigits(int value) => value <= 0 ? 1 : (32 - System.Numerics.BitOperations.LeadingZeroCount((uint)value) + 3) / 4;
+
+    private static void WritePaddedHex(Span<byte> destination, int value)
+    {
+        // destination = digits + CRLF
+        int digits = destination.Length - 2;
+        for (int i = digits - 1; i >= 0; i--) { destination[i] = HexChar(value & 0xF); value >>= 4; }
+        destination[digits] = (byte)'\r';
+        destination[digits + 1] = (byte)'\n';
+    }
+
+    private static int FormatHex(int value, Span<byte> destination)
+    {
+        int digits = HexDigits(value);
+        for (int i = digits - 1; i >= 0; i--) { destination[i] = HexChar(value & 0xF); value >>= 4; }
+        return digits;
+    }
+
+    private static byte HexChar(int nibble) => (byte)(nibble < 10 ? '0' + nibble : 'a' + nibble - 10);
+}
+
+/// <summary>The handler declared a Content-Length and wrote fewer bytes: the connection can only be aborted.</summary>
+public sealed class ResponseIncompleteException(long declared, long written)
+    : InvalidOperationException($"Response declared Content-Length {declared} but wrote {written} bytes.");

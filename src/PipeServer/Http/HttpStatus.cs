@@ -1,0 +1,68 @@
+using System.Text;
+
+namespace PipeServer.Http;
+
+/// <summary>Status lines as preformatted bytes: "HTTP/1.1 200 OK\r\n" costs a table look-up, not a format.</summary>
+public static class HttpStatus
+{
+    private static readonly byte[]?[] StatusLines = new byte[600][];
+
+    static HttpStatus()
+    {
+        foreach (int code in new[] { 100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410, 411, 412, 413, 414, 415, 417, 422, 426, 429, 431, 500, 501, 502, 503, 504, 505 })
+            StatusLines[code] = Encoding.ASCII.GetBytes($"HTTP/1.1 {code} {ReasonPhrase(code)}\r\n");
+    }
+
+    public static ReadOnlySpan<byte> StatusLine(int code, string? reasonPhrase)
+    {
+        if (reasonPhrase is null && (uint)code < StatusLines.Length && StatusLines[code] is { } cached) return cached;
+        return Encoding.ASCII.GetBytes($"HTTP/1.1 {code} {reasonPhrase ?? ReasonPhrase(code)}\r\n");
+    }
+
+    /// <summary>1xx, 204 and 304 responses never carry a body (RFC 9110 §6.4.1).</summary>
+    public static bool AllowsBody(int code) => code >= 200 && code != 204 && code != 304;
+
+    public static string ReasonPhrase(int code) => code switch
+    {
+        100 => "Continue", 101 => "Switching Protocols",
+        200 => "OK", 201 => "Created", 202 => "Accepted", 204 => "No Content", 206 => "Partial Content",
+        301 => "Moved Permanently", 302 => "Found", 303 => "See Other", 304 => "Not Modified",
+        307 => "Temporary Redirect", 308 => "Permanent Redirect",
+        400 => "Bad Request", 401 => "Unauthorized", 403 => "Forbidden", 404 => "Not Found",
+        405 => "Method Not Allowed", 408 => "Request Timeout", 409 => "Conflict", 410 => "Gone",
+        411 => "Length Required", 412 => "Precondition Failed", 413 => "Content Too Large", 414 => "URI Too Long",
+        415 => "Unsupported Media Type", 417 => "Expectation Failed", 422 => "Unprocessable Content",
+        426 => "Upgrade Required", 429 => "Too Many Requests", 431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error", 501 => "Not Implemented", 502 => "Bad Gateway",
+        503 => "Service Unavailable", 504 => "Gateway Timeout", 505 => "HTTP Version Not Supported",
+        _ => "",
+    };
+}
+
+/// <summary>
+/// The "Date: ...\r\n" header line as cached bytes. Formatting an RFC 1123 date per response would cost an
+/// allocation; instead the first response in each new second formats it once and swaps the reference.
+/// </summary>
+public static class DateHeader
+{
+    private sealed record Entry(long Second, byte[] Line);
+    private static Entry _current = Create(DateTimeOffset.UtcNow);
+
+    public static ReadOnlySpan<byte> Line
+    {
+        get
+        {
+            var now = DateTimeOffset.UtcNow;
+            var entry = Volatile.Read(ref _current);
+            if (entry.Second != now.ToUnixTimeSeconds())
+            {
+                entry = Create(now);
+                Volatile.Write(ref _current, entry);
+            }
+            return entry.Line;
+        }
+    }
+
+    private static Entry Create(DateTimeOffset now) =>
+        new(now.ToUnixTimeSeconds(), Encoding.ASCII.GetBytes("Date: " + now.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"));
+}

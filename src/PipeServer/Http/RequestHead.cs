@@ -1,0 +1,237 @@
+using System.Text;
+
+namespace PipeServer.Http;
+
+// Where this sits: step 2 of a request's journey. HttpParser calls into this handler for the request
+// line and each header; here the head is turned into strings the application sees, and the fields that
+// decide message framing (Host, Content-Length, Transfer-Encoding, Connection, Expect) are checked by the
+// rules of RFC 9112 §6 before any body byte is read. One instance per connection, reset per request.
+
+/// <summary>The parsed and validated request line and header section of one request.</summary>
+public sealed class RequestHead : IHttpHeadHandler
+{
+    private int _hostCount;
+    private bool _sawTransferEncoding, _unknownCoding, _chunkedNotLast;
+    private int _chunkedCount;
+
+    public HttpMethod Method { get; private set; }
+    public string MethodName { get; private set; } = "GET";
+    public string Target { get; private set; } = "/";
+    public RequestTargetForm TargetForm { get; private set; }
+    /// <summary>The path, percent-decoded as UTF-8 except that "%2F" stays encoded so it cannot become a segment separator.</summary>
+    public string Path { get; private set; } = "/";
+    /// <summary>The query without its leading '?', or empty.</summary>
+    public string Query { get; private set; } = "";
+    public HttpVersion Version { get; private set; }
+    public HttpHeaders Headers { get; } = new();
+
+    /// <summary>The Content-Length, or -1 when none was sent.</summary>
+    public long ContentLength { get; private set; } = -1;
+    public bool IsChunked { get; private set; }
+    public bool ExpectContinue { get; private set; }
+    /// <summary>Whether the client allows the connection to stay open after this request.</summary>
+    public bool KeepAlive { get; private set; }
+
+    private bool _connectionClose, _connectionKeepAlive;
+
+    public void Reset()
+    {
+        Headers.Clear();
+        _hostCount = 0; _sawTransferEncoding = false; _unknownCoding = false; _chunkedNotLast = false; _chunkedCount = 0;
+        ContentLength = -1; IsChunked = false; ExpectContinue = false; KeepAlive = false;
+        _connectionClose = false; _connectionKeepAlive = false;
+        Query = "";
+    }
+
+    public RequestRejectionReason OnRequestLine(in RequestLine line)
+    {
+        Method = line.Method;
+        MethodName = line.Method == HttpMethod.Custom ? Encoding.ASCII.GetString(line.MethodBytes) : HttpMethods.ToName(line.Method);
+        Version = line.Version;
+        TargetForm = line.Form;
+        Target = Encoding.ASCII.GetString(line.Target);
+
+        ReadOnlySpan<byte> pathAndQuery = line.Target;
+        if (line.Form == RequestTargetForm.Absolute)
+        {
+            // absolute-form: skip "scheme://authority"; the path starts at the next '/' (or is "/").
+            int authorityStart = pathAndQuery.IndexOf("://"u8) + 3;
+            int slash = pathAndQuery[authorityStart..].IndexOfAny((byte)'/', (byte)'?');
+            pathAndQuery = slash < 0 ? "/"u8 : pathAndQuery[(authorityStart + slash)..];
+        }
+        else if (line.Form is RequestTargetForm.Asterisk or RequestTargetForm.Authority)
+        {
+            Path = Target;
+            return RequestRejectionReason.None;
+        }
+
+        int q = pathAndQuery.IndexOf((byte)'?');
+        var rawPath = q < 0 ? pathAndQuery : pathAndQuery[..q];
+        if (rawPath.Length == 0) rawPath = "/"u8;
+        Query = q < 0 ? "" : Encoding.ASCII.GetString(pathAndQuery[(q + 1)..]);
+        var path = PercentDecodePath(rawPath);
+        if (path is null) return RequestRejectionReason.InvalidRequestTarget;
+        Path = path;
+        return RequestRejectionReason.None;
+    }
+
+    public RequestRejectionReason OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
+    {
+        string headerName = KnownHeaders.Name(name);
+        switch (headerName)
+        {
+            case KnownHeaders.Host:
+                if (++_hostCount > 1) return RequestRejectionReason.MultipleHost;
+                if (value.IndexOfAnyExcept(HttpCharacters.HostChar) >= 0) return RequestRejectionReason.InvalidHost;
+                break;
+            case KnownHeaders.ContentLength:
+                if (ContentLength >= 0) return RequestRejectionReason.MultipleContentLength;
+                if (!TryParseContentLength(value, out long length)) return RequestRejectionReason.InvalidContentLength;
+                ContentLength = length;
+                break;
+            case KnownHeaders.TransferEncoding:
+                _sawTransferEncoding = true;
+                ParseTransferCodings(value);
+                break;
+            case KnownHeaders.Connection:
+                foreach (var option in new TokenList(value))
+                {
+                    if (Ascii.EqualsIgnoreCase(option, "close"u8)) _connectionClose = true;
+                    else if (Ascii.EqualsIgnoreCase(option, "keep-alive"u8)) _connectionKeepAlive = true;
+                }
+                break;
+            case KnownHeaders.Expect:
+                if (Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
+                break;
+        }
+        Headers.Add(headerName, Encoding.Latin1.GetString(value));
+        return RequestRejectionReason.None;
+    }
+
+    /// <summary>The checks that need the whole header section (RFC 9112 §3.2, §6.1, §6.3).</summary>
+    public RequestRejectionReason OnHeadersComplete()
+    {
+        if (Version == HttpVersion.Http11 && _hostCount == 0) return RequestRejectionReason.MissingHost;
+        if (_sawTransferEncoding)
+        {
+            // Both framings at once is the classic request-smuggling setup: refuse rather than pick one.
+            if (ContentLength >= 0) return RequestRejectionReason.ContentLengthWithTransferEncoding;
+            if (Version == HttpVersion.Http10) return RequestRejectionReason.TransferEncodingInHttp10;
+            if (_unknownCoding) return RequestRejectionReason.UnsupportedTransferCoding;
+            if (_chunkedCount != 1 || _chunkedNotLast) return RequestRejectionReason.FinalTransferCodingNotChunked;
+            IsChunked = true;
+        }
+        KeepAlive = Version == HttpVersion.Http11 ? !_connectionClose : _connectionKeepAlive && !_connectionClose;
+        return RequestRejectionReason.None;
+    }
+
+    private void ParseTransferCodings(ReadOnlySpan<byte> value)
+    {
+        foreach (var element in new TokenList(value))
+        {
+            var coding = element;
+            int semicolon = coding.IndexOf((byte)';');
+            bool hasParameters = semicolon >= 0;
+            if (hasParameters) coding = HttpCharacters.TrimWhitespace(coding[..semicolon]);
+
+            if (_chunkedCount > 0) _chunkedNotLast = true; // anything after chunked
+            if (Ascii.EqualsIgnoreCase(coding, "chunked"u8))
+            {
+                _chunkedCount++;
+                if (hasParameters) _chunkedNotLast = true; // chunked takes no parameters
+            }
+            else if (!(Ascii.EqualsIgnoreCase(coding, "gzip"u8) || Ascii.EqualsIgnoreCase(coding, "x-gzip"u8) ||
+                       Ascii.EqualsIgnoreCase(coding, "deflate"u8) || Ascii.EqualsIgnoreCase(coding, "compress"u8) ||
+                       Ascii.EqualsIgnoreCase(coding, "x-compress"u8)))
+            {
+                _unknownCoding = true;
+            }
+        }
+    }
+
+    /// <summary>1*DIGIT and nothing else: no sign, no whitespace, no list, no overflow.</summary>
+    internal static bool TryParseContentLength(ReadOnlySpan<byte> value, out long length)
+    {
+        length = 0;
+        if (value.Length == 0 || value.Length > 18) return false; // 18 digits cannot overflow a long
+        foreach (byte b in value)
+        {
+            uint digit = (uint)(b - '0');
+            if (digit > 9) return false;
+            length = length * 10 + digit;
+        }
+        return true;
+    }
+
+    private static string? PercentDecodePath(ReadOnlySpan<byte> raw)
+    {
+        if (raw.IndexOf((byte)'%') < 0) return Encoding.ASCII.GetString(raw);
+        Span<byte> buffer = raw.Length <= 1024 ? stackalloc byte[raw.Length] : new byte[raw.Length];
+        int n = 0;
+        for (int i = 0; i < raw.Length; i++)
+        {
+            if (raw[i] != (byte)'%') { buffer[n++] = raw[i]; continue; }
+            if (i + 2 >= raw.Length || !IsHex(raw[i + 1]) || !IsHex(raw[i + 2])) return null;
+            byte decoded = (byte)(HexValue(raw[i + 1]) << 4 | HexValue(raw[i + 2]));
+            if (decoded == (byte)'/' || decoded == 0) { buffer[n++] = raw[i]; continue; } // keep %2F (and %00) encoded
+            buffer[n++] = decoded;
+            i += 2;
+        }
+        try { return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(buffer[..n]); }
+        catch (DecoderFallbackException) { return null; }
+    }
+
+    private static bool IsHex(byte b) => (uint)(b - '0') <= 9 || (uint)((b | 0x20) - 'a') <= 5;
+    private static int HexValue(byte b) => (uint)(b - '0') <= 9 ? b - '0' : (b | 0x20) - 'a' + 10;
+}
+
+/// <summary>Splits a comma-separated header value into trimmed, non-empty elements (RFC 9110 §5.6.1).</summary>
+internal ref struct TokenList(ReadOnlySpan<byte> value)
+{
+    private ReadOnlySpan<byte> _rest = value;
+    public ReadOnlySpan<byte> Current { get; private set; }
+    public readonly TokenList GetEnumerator() => this;
+
+    public bool MoveNext()
+    {
+        while (_rest.Length > 0)
+        {
+            int comma = _rest.IndexOf((byte)',');
+            var element = comma < 0 ? _rest : _rest[..comma];
+            _rest = comma < 0 ? default : _rest[(comma + 1)..];
+            element = HttpCharacters.TrimWhitespace(element);
+            if (element.Length > 0) { Current = element; return true; }
+        }
+        return false;
+    }
+}
+
+/// <summary>Canonical names of common headers, matched as bytes so they cost no allocation.</summary>
+public static class KnownHeaders
+{
+    public const string Host = "Host";
+    public const string ContentLength = "Content-Length";
+    public const string TransferEncoding = "Transfer-Encoding";
+    public const string Connection = "Connection";
+    public const string Expect = "Expect";
+    public const string ContentType = "Content-Type";
+    public const string Date = "Date";
+    public const string Server = "Server";
+    public const string Allow = "Allow";
+
+    private static readonly string[] Common =
+    [
+        Host, ContentLength, TransferEncoding, Connection, Expect, ContentType,
+        "Accept", "Accept-Encoding", "Accept-Language", "User-Agent", "Cookie", "Cache-Control",
+        "Upgrade-Insecure-Requests", "Referer", "Origin", "Authorization", "Pragma", "Upgrade", "TE", "Trailer",
+        "If-None-Match", "If-Modified-Since", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-Id",
+    ];
+    private static readonly byte[][] CommonBytes = Common.Select(Encoding.ASCII.GetBytes).ToArray();
+
+    public static string Name(ReadOnlySpan<byte> name)
+    {
+        for (int i = 0; i < CommonBytes.Length; i++)
+            if (CommonBytes[i].Length == name.Length && Ascii.EqualsIgnoreCase(name, CommonBytes[i])) return Common[i];
+        return Encoding.ASCII.GetString(name);
+    }
+}

@@ -1,0 +1,101 @@
+using System.Collections;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using PipeServer.Cli;
+using PipeServer.Demo;
+using PipeServer.Hosting;
+using PipeServer.Routing;
+using PipeServer.Server;
+
+namespace PipeServer;
+
+// The executable. It reads options (Cli/CommandLine.cs), builds the route table (Demo/DemoEndpoints.cs),
+// and runs two services under one root cancellation: the HTTP server and a heartbeat job. Then it waits
+// for SIGTERM, SIGINT or SIGHUP. The first signal starts the graceful shutdown (docs/shutdown.md); a
+// second one exits at once with code 3.
+//
+// Exit codes: 0 clean; 1 could not start, bad options, or a service fault; 2 the shutdown deadline passed
+// and connections were aborted; 3 forced by a second signal.
+
+public static class Program
+{
+    public const int ExitClean = 0, ExitFailure = 1, ExitDeadline = 2, ExitForced = 3;
+
+    public static async Task<int> Main(string[] args)
+    {
+        ExecutableOptions? options;
+        try
+        {
+            options = CommandLine.Parse(args, ReadEnvironment());
+        }
+        catch (CommandLineException ex)
+        {
+            await Console.Error.WriteLineAsync($"PipeServer: {ex.Message}");
+            return ExitFailure;
+        }
+        if (options is null)
+        {
+            Console.WriteLine(CommandLine.Usage());
+            return ExitClean;
+        }
+
+        using var loggerFactory = LoggerFactory.Create(b => b
+            .SetMinimumLevel(options.LogLevel)
+            .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.UseUtcTimestamp = true; }));
+        var logger = loggerFactory.CreateLogger("PipeServer");
+
+        var router = new Router();
+        await using var server = new HttpServer(options.Server, router.HandleAsync, loggerFactory.CreateLogger("PipeServer.Server"));
+        DemoEndpoints.Map(router, server.Lifetime);
+
+        var services = new List<HostedService>
+        {
+            new HttpServerService(server, line => { Console.Out.WriteLine(line); Console.Out.Flush(); }),
+        };
+        if (options.HeartbeatInterval > TimeSpan.Zero)
+            services.Add(new HeartbeatService(options.HeartbeatInterval,
+                () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted", logger));
+
+        // The deadline for stopping every service: the server's own phases plus a margin for the abort grace.
+        var stopTimeout = options.Server.DrainDelay + options.Server.ShutdownTimeout + TimeSpan.FromSeconds(5);
+        var manager = new ServiceManager(services, logger, stopTimeout);
+
+        using var root = new CancellationTokenSource();
+        using var force = new CancellationTokenSource();
+        int signals = 0;
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = true; // we decide when to exit, not the runtime's default handler
+            if (Interlocked.Increment(ref signals) == 1)
+            {
+                logger.LogInformation("Received {Signal}: starting graceful shutdown", context.Signal);
+                root.Cancel();
+            }
+            else
+            {
+                // Immediate: no drain, no waiting on anything that might hang.
+                Console.Error.WriteLine($"PipeServer: second signal ({context.Signal}): exiting now");
+                Environment.Exit(ExitForced);
+            }
+        }
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
+
+        var outcome = await manager.RunAsync(root, force.Token);
+        return outcome switch
+        {
+            RunOutcome.Clean => ExitClean,
+            RunOutcome.DeadlineExceeded => ExitDeadline,
+            _ => ExitFailure,
+        };
+    }
+
+    private static Dictionary<string, string?> ReadEnvironment()
+    {
+        var env = new Dictionary<string, string?>(StringComparer.Ordinal);
+        foreach (DictionaryEntry e in Environment.GetEnvironmentVariables())
+            env[(string)e.Key] = e.Value as string;
+        return env;
+    }
+}

@@ -1,0 +1,311 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Connections;
+using PipeServer.Http;
+
+namespace PipeServer.Server;
+
+// Where this sits: the top of a request's journey. StartAsync binds a TcpListener; the accept loop hands
+// each socket to a SocketConnection (transport) + Http1Connection (protocol) pair, registered in
+// _connections *before* it starts and removed in a finally *after* its socket is closed, so the registry
+// is always a superset of what is running. ShutdownAsync is the graceful stop, as a sequence of named
+// phases that each report what they did:
+//
+//   MarkNotReady -> DrainDelay -> StopAccepting -> RequestCloseAll -> WaitForDrain -> AbortRemaining
+//
+// (docs/shutdown.md has the diagram and the comparison with Kestrel and Go's net/http.)
+
+/// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
+public sealed partial class HttpServer : IAsyncDisposable
+{
+    /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
+    private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+    private static readonly byte[] ServiceUnavailable = Encoding.ASCII.GetBytes(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\nToo many open connections");
+
+    private readonly HttpServerOptions _options;
+    private readonly RequestHandler _app;
+    private readonly ILogger _logger;
+    private readonly PipeOptions _inputOptions, _outputOptions;
+
+    // Guarded by nothing: ConcurrentDictionary. Invariant: an entry exists from before its connection's first
+    // byte is processed until after its socket is disposed.
+    private readonly ConcurrentDictionary<long, ConnectionEntry> _connections = new();
+    private readonly CancellationTokenSource _acceptCts = new();
+    private readonly CancellationTokenSource _abortCts = new();   // the deadline: every connection's token links to it
+    private TcpListener? _listener;
+    private Task _acceptLoop = Task.CompletedTask;
+    private Timer? _heartbeat;
+    private long _nextConnectionId;
+    private long _rejectedConnections;
+    private long _totalConnections;
+    private int _shutdownStarted;
+
+    public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null)
+    {
+        options.Validate();
+        _options = options;
+        _app = app;
+        _logger = logger ?? NullLogger.Instance;
+        // Bounded buffers: past the pause threshold the transport stops reading the socket (input) or the
+        // handler's flush waits for the client to read (output). Memory per connection is capped either way.
+        _inputOptions = new PipeOptions(pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2, useSynchronizationContext: false);
+        _outputOptions = new PipeOptions(pauseWriterThreshold: options.MaxOutputBufferSize, resumeWriterThreshold: options.MaxOutputBufferSize / 2, useSynchronizationContext: false);
+    }
+
+    public ServerLifetime Lifetime { get; } = new();
+    /// <summary>The bound endpoint (the real port when 0 was asked). Set by StartAsync.</summary>
+    public IPEndPoint? EndPoint { get; private set; }
+    public int ConnectionCount => _connections.Count;
+    public long RejectedConnections => Interlocked.Read(ref _rejectedConnections);
+    public long TotalConnections => Interlocked.Read(ref _totalConnections);
+    /// <summary>Completes when the accept loop ends; faults if the listener died (the service manager's fault channel watches it).</summary>
+    public Task AcceptLoop => _acceptLoop;
+
+    /// <summary>Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails.</summary>
+    public Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        var listener = new TcpListener(_options.Address, _options.Port);
+        // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
+        listener.Start(_options.ListenBacklog);
+        _listener = listener;
+        EndPoint = (IPEndPoint)listener.LocalEndpoint;
+
+        var tick = TimeSpan.FromMilliseconds(Math.Clamp(
+            Math.Min(_options.RequestHeaderTimeout.TotalMilliseconds, _options.KeepAliveTimeout.TotalMilliseconds) / 4, 50, 1000));
+        _heartbeat = new Timer(static s => ((HttpServer)s!).OnHeartbeat(), this, tick, tick);
+        _acceptLoop = AcceptLoopAsync(listener);
+        return Task.CompletedTask;
+    }
+
+    private async Task AcceptLoopAsync(TcpListener listener)
+    {
+        await Task.Yield();
+        while (true)
+        {
+            Socket socket;
+            try
+            {
+                socket = await listener.AcceptSocketAsync(_acceptCts.Token).ConfigureAwait(false);
+            }
+            catch (Exception) when (_acceptCts.IsCancellationRequested)
+            {
+                return; // StopAccepting
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
+            {
+                // A connection that died in the queue, or fd exhaustion: not fatal to the listener. Back off briefly.
+                LogAcceptError(_logger, ex.SocketErrorCode);
+                await Task.Delay(10).ConfigureAwait(false);
+                continue;
+            }
+            Accept(socket);
+        }
+    }
+
+    private void Accept(Socket socket)
+    {
+        Interlocked.Increment(ref _totalConnections);
+        if (_options.MaxConnections is int max && _connections.Count >= max)
+        {
+            RejectOverCapacity(socket);
+            return;
+        }
+        socket.NoDelay = true;
+        long id = Interlocked.Increment(ref _nextConnectionId);
+        var entry = new ConnectionEntry();
+        var transport = new SocketConnection(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
+        entry.Transport = transport;
+        entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint);
+        _connections[id] = entry; // registered before it runs
+        entry.Task = RunConnectionAsync(id, entry);
+    }
+
+    private async Task RunConnectionAsync(long id, ConnectionEntry entry)
+    {
+        try
+        {
+            var transport = entry.Transport.RunAsync();
+            await entry.Protocol.ProcessAsync().ConfigureAwait(false);
+            await transport.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            LogConnectionCrashed(_logger, id, ex);
+        }
+        finally
+        {
+            _connections.TryRemove(id, out _); // removed after its socket is closed
+        }
+    }
+
+    /// <summary>
+    /// Over the connection limit: answer 503 with "Connection: close" and close. The answer is a single
+    /// non-blocking send of a preformatted buffer (the socket's send buffer is empty, so it never waits),
+    /// which costs the server no pipe, no task and no registry entry.
+    /// </summary>
+    private void RejectOverCapacity(Socket socket)
+    {
+        Interlocked.Increment(ref _rejectedConnections);
+        try
+        {
+            socket.Blocking = false;
+            socket.Send(ServiceUnavailable, SocketFlags.None);
+            socket.Shutdown(SocketShutdown.Send);
+        }
+        catch (SocketException) { }
+        finally { socket.Dispose(); }
+    }
+
+    private void OnHeartbeat()
+    {
+        long now = Environment.TickCount64;
+        foreach (var (_, entry) in _connections)
+            entry.Protocol?.OnHeartbeat(now);
+    }
+
+    /// <summary>
+    /// Graceful stop. Phases run in order; each logs what it did. <paramref name="force"/> cancels the waits
+    /// (a second signal): what is still open is aborted at once.
+    /// </summary>
+    public async Task<ShutdownReport> ShutdownAsync(CancellationToken force = default)
+    {
+        if (Interlocked.Exchange(ref _shutdownStarted, 1) != 0) throw new InvalidOperationException("Shutdown already started.");
+        var clock = Stopwatch.StartNew();
+
+        MarkNotReady();
+        await DrainDelayAsync(force).ConfigureAwait(false);
+        int open = await StopAcceptingAsync().ConfigureAwait(false);
+        var deadline = Stopwatch.StartNew(); // the shutdown timeout counts from here
+        RequestCloseAll();
+        bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed, force).ConfigureAwait(false);
+        int aborted = allDrained ? 0 : await AbortRemainingAsync().ConfigureAwait(false);
+        _heartbeat?.Dispose();
+
+        var report = new ShutdownReport(open, open - aborted, aborted, clock.Elapsed);
+        LogShutdownComplete(_logger, report.Drained, report.Aborted, (long)report.Elapsed.TotalMilliseconds);
+        return report;
+    }
+
+    /// <summary>Phase 1: readiness fails at once, so health checks take the instance out of rotation.</summary>
+    private void MarkNotReady()
+    {
+        Lifetime.MarkNotReady();
+        LogPhase(_logger, "mark-not-ready", "readiness now reports 503");
+    }
+
+    /// <summary>Phase 2: keep serving for the drain delay, closing each connection after its response.</summary>
+    private async Task DrainDelayAsync(CancellationToken force)
+    {
+        if (_options.DrainDelay <= TimeSpan.Zero) return;
+        Lifetime.CloseConnectionsAfterResponse();
+        LogPhase(_logger, "drain-delay", $"serving with Connection: close for {_options.DrainDelay.TotalSeconds}s");
+        try { await Task.Delay(_options.DrainDelay, force).ConfigureAwait(false); }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>Phase 3: close the listener (new connects are refused) and wait for the accept loop to end.</summary>
+    private async Task<int> StopAcceptingAsync()
+    {
+        _acceptCts.Cancel();
+        _listener?.Stop();
+        try { await _acceptLoop.ConfigureAwait(false); } catch (Exception ex) { LogAcceptLoopFault(_logger, ex); }
+        int open = _connections.Count;
+        LogPhase(_logger, "stop-accepting", $"listener closed; {open} connection(s) open");
+        return open;
+    }
+
+    /// <summary>Phase 4: ask every connection to close after its current response; idle ones close now.</summary>
+    private void RequestCloseAll()
+    {
+        Lifetime.CloseConnectionsAfterResponse();
+        Lifetime.SignalDraining();
+        int idle = 0, active = 0;
+        foreach (var (_, entry) in _connections)
+        {
+            if (entry.Protocol.State is ConnectionState.Idle or ConnectionState.New) idle++; else active++;
+            entry.Protocol.RequestClose();
+        }
+        LogPhase(_logger, "request-close", $"{idle} idle closed at once, {active} finishing their response");
+    }
+
+    /// <summary>Phase 5: wait for every connection to finish, or for the deadline.</summary>
+    private async Task<bool> WaitForDrainAsync(TimeSpan timeout, CancellationToken force)
+    {
+        var all = Task.WhenAll(_connections.Values.Select(e => e.Task));
+        if (timeout < TimeSpan.Zero) timeout = TimeSpan.Zero;
+        try { await all.WaitAsync(timeout, force).ConfigureAwait(false); }
+        catch (TimeoutException) { }
+        catch (OperationCanceledException) { }
+        bool drained = _connections.IsEmpty;
+        LogPhase(_logger, "wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
+        return drained;
+    }
+
+    /// <summary>Phase 6: the deadline passed: fire every remaining connection's abort token and reset its socket.</summary>
+    private async Task<int> AbortRemainingAsync()
+    {
+        _abortCts.Cancel();
+        var remaining = _connections.Values.ToArray();
+        foreach (var entry in remaining) entry.Protocol.Abort(ConnectionEndReason.Aborted);
+        try { await Task.WhenAll(remaining.Select(e => e.Task)).WaitAsync(AbortGrace).ConfigureAwait(false); }
+        catch (TimeoutException) { LogPhase(_logger, "abort", $"{_connections.Count} connection(s) did not unwind within {AbortGrace.TotalSeconds}s"); }
+        LogPhase(_logger, "abort", $"{remaining.Length} connection(s) aborted");
+        return remaining.Length;
+    }
+
+    /// <summary>Snapshot of the live connections, for tests and diagnostics.</summary>
+    public IReadOnlyList<Http1Connection> Connections => _connections.Values.Select(e => e.Protocol).ToArray();
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Volatile.Read(ref _shutdownStarted) == 0)
+        {
+            _acceptCts.Cancel();
+            _listener?.Stop();
+            try { await _acceptLoop.ConfigureAwait(false); } catch (Exception) { }
+            _abortCts.Cancel();
+            foreach (var (_, entry) in _connections) entry.Protocol.Abort(ConnectionEndReason.Aborted);
+            try { await Task.WhenAll(_connections.Values.Select(e => e.Task)).WaitAsync(AbortGrace).ConfigureAwait(false); } catch (TimeoutException) { }
+        }
+        _heartbeat?.Dispose();
+        _acceptCts.Dispose();
+        _abortCts.Dispose();
+        Lifetime.Dispose();
+    }
+
+    private sealed class ConnectionEntry
+    {
+        public SocketConnection Transport = null!;
+        public Http1Connection Protocol = null!;
+        public Task Task = Task.CompletedTask;
+        public void OnPeerFailure() => Protocol?.OnPeerFailure();
+    }
+
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Shutdown phase {Phase}: {Detail}")]
+    private static partial void LogPhase(ILogger logger, string phase, string detail);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Shutdown complete: {Drained} connection(s) drained, {Aborted} aborted, {ElapsedMs} ms")]
+    private static partial void LogShutdownComplete(ILogger logger, int drained, int aborted, long elapsedMs);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept failed: {Error}; continuing")]
+    private static partial void LogAcceptError(ILogger logger, SocketError error);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Error, Message = "Connection {ConnectionId} crashed")]
+    private static partial void LogConnectionCrashed(ILogger logger, long connectionId, Exception exception);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "Accept loop failed")]
+    private static partial void LogAcceptLoopFault(ILogger logger, Exception exception);
+}
+
+/// <summary>What a shutdown did: the numbers of its one summary line.</summary>
+public sealed record ShutdownReport(int OpenAtStopAccepting, int Drained, int Aborted, TimeSpan Elapsed)
+{
+    public bool AllDrained => Aborted == 0;
+}

@@ -1,0 +1,68 @@
+using System.Net;
+
+namespace PipeServer.Server;
+
+// Every limit and timeout of the server, in one immutable record with documented defaults. The executable
+// maps CLI flags and PIPESERVER_* environment variables onto it in one place (Cli/CommandLine.cs).
+// Each bound names the status code or close reason that enforces it.
+
+/// <summary>Listening address, limits and timeouts of an <see cref="HttpServer"/>.</summary>
+public sealed record HttpServerOptions
+{
+    /// <summary>Address to bind. Default 0.0.0.0 (all IPv4 interfaces).</summary>
+    public IPAddress Address { get; init; } = IPAddress.Any;
+    /// <summary>Port to bind; 0 picks a free one. Default 8080.</summary>
+    public int Port { get; init; } = 8080;
+    /// <summary>Pending-connection queue length passed to listen(2). Default 512.</summary>
+    public int ListenBacklog { get; init; } = 512;
+
+    /// <summary>After accepting stops, how long in-flight requests may run before they are aborted. Default 30 s.</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How long to keep serving (with "Connection: close") after readiness fails, so a load balancer can take the instance out. Default 0.</summary>
+    public TimeSpan DrainDelay { get; init; } = TimeSpan.Zero;
+    /// <summary>The whole request line and headers must arrive within this. 408 then close. Default 10 s.</summary>
+    public TimeSpan RequestHeaderTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>An idle keep-alive connection is closed after this. Default 75 s: longer than common load balancers' 60 s, so they close first.</summary>
+    public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(75);
+
+    /// <summary>Open connections allowed at once; beyond it new connections get 503 and are closed. Default null: unlimited.</summary>
+    public int? MaxConnections { get; init; }
+    /// <summary>Largest request body accepted. 413. Default 30,000,000 bytes (Kestrel's).</summary>
+    public long MaxRequestBodySize { get; init; } = 30_000_000;
+    /// <summary>Longest request line, CRLF included. 414. Default 8 KiB.</summary>
+    public int MaxRequestLineSize { get; init; } = 8 * 1024;
+    /// <summary>Most header fields in one request. 431. Default 100.</summary>
+    public int MaxRequestHeaderCount { get; init; } = 100;
+    /// <summary>Largest header section, CRLFs included. 431. Default 32 KiB.</summary>
+    public int MaxRequestHeadersTotalSize { get; init; } = 32 * 1024;
+    /// <summary>A body the handler did not read is drained up to this many bytes before the next request; beyond, the connection closes. Default 256 KiB.</summary>
+    public long MaxUnreadBodyDrain { get; init; } = 256 * 1024;
+
+    /// <summary>Input buffered per connection before the socket is no longer read (backpressure). Default 1 MiB.</summary>
+    public long MaxInputBufferSize { get; init; } = 1024 * 1024;
+    /// <summary>Output buffered per connection before a handler's flush waits for the client (backpressure). Default 64 KiB.</summary>
+    public long MaxOutputBufferSize { get; init; } = 64 * 1024;
+
+    /// <summary>Throws ArgumentException naming the first invalid value.</summary>
+    public void Validate()
+    {
+        if (Port is < 0 or > 65535) throw new ArgumentException($"port must be 0-65535, got {Port}");
+        Positive(ShutdownTimeout, "shutdown-timeout", allowZero: true);
+        Positive(DrainDelay, "drain-delay", allowZero: true);
+        Positive(RequestHeaderTimeout, "request-header-timeout", allowZero: false);
+        Positive(KeepAliveTimeout, "keep-alive-timeout", allowZero: false);
+        if (MaxConnections is <= 0) throw new ArgumentException($"max-connections must be at least 1, got {MaxConnections}");
+        if (MaxRequestBodySize < 0) throw new ArgumentException($"max-request-body-size must be 0 or more, got {MaxRequestBodySize}");
+        if (MaxRequestLineSize < 64) throw new ArgumentException("max request line size must be at least 64");
+        if (MaxRequestHeadersTotalSize < 64) throw new ArgumentException("max header size must be at least 64");
+        if (MaxRequestHeaderCount < 1) throw new ArgumentException("max header count must be at least 1");
+        if (MaxInputBufferSize < MaxRequestHeadersTotalSize + MaxRequestLineSize)
+            throw new ArgumentException("the input buffer must hold a whole request head");
+    }
+
+    private static void Positive(TimeSpan value, string name, bool allowZero)
+    {
+        if (value < TimeSpan.Zero || (!allowZero && value == TimeSpan.Zero) || value > TimeSpan.FromDays(1))
+            throw new ArgumentException($"{name} must be {(allowZero ? "0" : "more than 0")} to 86400 seconds, got {value.TotalSeconds}");
+    }
+}

@@ -1,0 +1,30 @@
+namespace PipeServer.Server;
+
+// Where this sits: the server-wide state every connection consults as it writes a response head. It is
+// how the shutdown phases in HttpServer reach connections without holding a reference to each one.
+
+/// <summary>Server-wide flags that shutdown flips, read by every connection.</summary>
+public sealed class ServerLifetime : IDisposable
+{
+    private readonly CancellationTokenSource _draining = new();
+    private volatile bool _ready = true;
+    private volatile bool _closeAfterResponse;
+
+    /// <summary>Readiness (GET /readyz): true while serving normally; false from the first moment of shutdown.</summary>
+    public bool IsReady => _ready;
+
+    /// <summary>Drain-delay phase: keep serving, but every response carries "Connection: close".</summary>
+    public bool CloseAfterResponse => _closeAfterResponse;
+
+    /// <summary>Fires when connections are asked to close; handlers of long responses end early on it.</summary>
+    public CancellationToken Draining => _draining.Token;
+
+    internal void MarkNotReady() => _ready = false;
+    internal void CloseConnectionsAfterResponse() => _closeAfterResponse = true;
+    internal void SignalDraining()
+    {
+        try { _draining.Cancel(); } catch (ObjectDisposedException) { }
+    }
+
+    public void Dispose() => _draining.Dispose();
+}
