@@ -137,7 +137,7 @@ public static class ChunkedDecoder
             if (s[0] != (byte)';') return false;
             s = s[1..].TrimStart(" \t"u8);
             int nameEnd = s.IndexOfAnyExcept(HttpCharacters.Token);
-            if (nameEnd == 0) return false;
+            if (s.Length == 0 || nameEnd == 0) return false;
             if (nameEnd < 0) return true;
             s = s[nameEnd..].TrimStart(" \t"u8);
             if (s.Length == 0 || s[0] == (byte)';') continue;

@@ -1,0 +1,203 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace PipeServer.Tests.Infrastructure;
+
+/// <summary>One parsed HTTP/1.1 response, as the bytes said it.</summary>
+public sealed record RawResponse(string StatusLine, int Status, List<KeyValuePair<string, string>> Headers, byte[] Body, bool Chunked, bool TerminalChunkSeen)
+{
+    public string? Header(string name) => Headers.FirstOrDefault(h => string.Equals(h.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+    public string BodyText => Encoding.UTF8.GetString(Body);
+    public bool ConnectionClose => Header("Connection")?.Contains("close", StringComparison.OrdinalIgnoreCase) == true;
+}
+
+/// <summary>
+/// A test's raw TCP client: sends exact bytes and reads responses by HTTP framing. Every read has a
+/// deadline (default 5 s), so a test that expects bytes that never come fails instead of hanging.
+/// </summary>
+public sealed class RawConnection : IAsyncDisposable
+{
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(5);
+    private readonly Socket _socket;
+    private readonly byte[] _buffer = new byte[64 * 1024];
+    private int _start, _end;
+
+    private RawConnection(Socket socket) => _socket = socket;
+
+    public static async Task<RawConnection> ConnectAsync(int port, TimeSpan? timeout = null)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), cts.Token);
+        return new RawConnection(socket);
+    }
+
+    public Socket Socket => _socket;
+
+    public Task SendAsync(string text) => SendAsync(Encoding.Latin1.GetBytes(text));
+
+    public async Task SendAsync(byte[] bytes)
+    {
+        using var cts = new CancellationTokenSource(DefaultTimeout);
+        await _socket.SendAsync(bytes, SocketFlags.None, cts.Token);
+    }
+
+    /// <summary>Sends one byte per send call: the server sees the request in as many pieces as the kernel keeps apart.</summary>
+    public async Task SendByteByByteAsync(string text)
+    {
+        foreach (byte b in Encoding.Latin1.GetBytes(text))
+        {
+            await SendAsync([b]);
+            await Task.Delay(1);
+        }
+    }
+
+    /// <summary>Reads one response. <paramref name="noBody"/> for responses to HEAD.</summary>
+    public async Task<RawResponse> ReadResponseAsync(bool noBody = false, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        var ct = cts.Token;
+        var head = await ReadUntilAsync("\r\n\r\n"u8.ToArray(), ct) ?? throw new EndOfStreamException("connection closed before a response head");
+        var text = Encoding.Latin1.GetString(head);
+        var lines = text.Split("\r\n");
+        var statusLine = lines[0];
+        var parts = statusLine.Split(' ', 3);
+        if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal)) throw new InvalidDataException($"bad status line '{statusLine}'");
+        int status = int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+        var headers = new List<KeyValuePair<string, string>>();
+        foreach (var line in lines.Skip(1).Where(l => l.Length > 0))
+        {
+            int colon = line.IndexOf(':');
+            headers.Add(new(line[..colon], line[(colon + 1)..].Trim()));
+        }
+        var response = new RawResponse(statusLine, status, headers, [], false, false);
+        if (status is < 200 or 204 or 304 || noBody) return response;
+
+        if (response.Header("Transfer-Encoding") is { } te && te.Contains("chunked", StringComparison.OrdinalIgnoreCase))
+        {
+            var body = new MemoryStream();
+            while (true)
+            {
+                var sizeLine = await ReadUntilAsync("\r\n"u8.ToArray(), ct);
+                if (sizeLine is null) return response with { Body = body.ToArray(), Chunked = true, TerminalChunkSeen = false };
+                var sizeText = Encoding.ASCII.GetString(sizeLine).Split(';')[0];
+                int size = Convert.ToInt32(sizeText, 16);
+                if (size == 0)
+                {
+                    // trailers, then the empty line
+                    while (true)
+                    {
+                        var trailer = await ReadUntilAsync("\r\n"u8.ToArray(), ct) ?? throw new EndOfStreamException("EOF in trailers");
+                        if (trailer.Length == 0) break;
+                    }
+                    return response with { Body = body.ToArray(), Chunked = true, TerminalChunkSeen = true };
+                }
+                var data = await ReadExactlyAsync(size + 2, ct);
+                if (data is null) return response with { Body = body.ToArray(), Chunked = true, TerminalChunkSeen = false };
+                body.Write(data, 0, size);
+            }
+        }
+        if (response.Header("Content-Length") is { } cl)
+        {
+            int length = int.Parse(cl, System.Globalization.CultureInfo.InvariantCulture);
+            var data = await ReadExactlyAsync(length, ct) ?? throw new EndOfStreamException($"EOF inside a {length}-byte body");
+            return response with { Body = data };
+        }
+        return response with { Body = await ReadToEndAsync(timeout) };
+    }
+
+    /// <summary>Reads until the server closes. Throws on timeout; returns what came.</summary>
+    public async Task<byte[]> ReadToEndAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        var all = new MemoryStream();
+        all.Write(_buffer, _start, _end - _start);
+        _start = _end = 0;
+        while (true)
+        {
+            int n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
+            if (n == 0) return all.ToArray();
+            all.Write(_buffer, 0, n);
+        }
+    }
+
+    /// <summary>True when the server closed the connection (EOF or reset) within the timeout with no more bytes; false on timeout.</summary>
+    public async Task<bool> IsClosedByServerAsync(TimeSpan? timeout = null)
+    {
+        if (_end > _start) return false;
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        try
+        {
+            int n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
+            if (n > 0) { _end = n; return false; }
+            return true;
+        }
+        catch (OperationCanceledException) { return false; }
+        catch (SocketException) { return true; }
+    }
+
+    /// <summary>Waits for EOF and reports whether it was a FIN (true) or a reset (false).</summary>
+    public async Task<bool> ClosedWithFinAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        try
+        {
+            while (true)
+            {
+                int n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
+                if (n == 0) return true;
+            }
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset) { return false; }
+    }
+
+    private async Task<byte[]?> ReadUntilAsync(byte[] delimiter, CancellationToken ct)
+    {
+        while (true)
+        {
+            int index = _buffer.AsSpan(_start, _end - _start).IndexOf(delimiter);
+            if (index >= 0)
+            {
+                var result = _buffer.AsSpan(_start, index).ToArray();
+                _start += index + delimiter.Length;
+                return result;
+            }
+            if (!await FillAsync(ct)) return null;
+        }
+    }
+
+    private async Task<byte[]?> ReadExactlyAsync(int count, CancellationToken ct)
+    {
+        var result = new byte[count];
+        int copied = 0;
+        while (copied < count)
+        {
+            if (_end == _start && !await FillAsync(ct)) return null;
+            int n = Math.Min(count - copied, _end - _start);
+            Array.Copy(_buffer, _start, result, copied, n);
+            _start += n; copied += n;
+        }
+        return result;
+    }
+
+    private async Task<bool> FillAsync(CancellationToken ct)
+    {
+        if (_start > 0)
+        {
+            Array.Copy(_buffer, _start, _buffer, 0, _end - _start);
+            _end -= _start; _start = 0;
+        }
+        if (_end == _buffer.Length) throw new InvalidDataException("response head too large for the test client");
+        int n = await _socket.ReceiveAsync(_buffer.AsMemory(_end), SocketFlags.None, ct);
+        if (n == 0) return false;
+        _end += n;
+        return true;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        _socket.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,121 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text.RegularExpressions;
+
+namespace PipeServer.Tests.Infrastructure;
+
+/// <summary>
+/// The real executable as a child process: started on port 0, its port read from the "Listening on" line,
+/// sent real signals with kill(2). Dispose kills it by PID if it is still running, so no test leaves a
+/// process behind.
+/// </summary>
+public sealed partial class ServerProcess : IDisposable
+{
+    public const int SIGHUP = 1, SIGINT = 2, SIGKILL = 9, SIGTERM = 15;
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int kill(int pid, int sig);
+
+    private readonly Process _process;
+    private readonly List<string> _output = [];
+    private readonly TaskCompletionSource<int> _port = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private ServerProcess(Process process) => _process = process;
+
+    public int Port { get; private set; }
+    public int Pid => _process.Id;
+    public string Output { get { lock (_output) return string.Join('\n', _output); } }
+
+    public static string ExecutablePath
+    {
+        get
+        {
+            var dir = AppContext.BaseDirectory;
+            var dll = Path.Combine(dir, "PipeServer.dll");
+            if (!File.Exists(dll)) throw new FileNotFoundException("PipeServer.dll not next to the tests", dll);
+            return dll;
+        }
+    }
+
+    /// <summary>Starts the server with the given arguments and waits (bounded) for it to listen.</summary>
+    public static async Task<ServerProcess> StartAsync(params string[] args)
+    {
+        var p = Run(["--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]);
+        try
+        {
+            p.Port = await p._port.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        }
+        catch
+        {
+            p.Dispose();
+            throw;
+        }
+        return p;
+    }
+
+    /// <summary>Starts the executable with exactly these arguments (for start-up failure tests).</summary>
+    public static ServerProcess Run(string[] args, IDictionary<string, string>? environment = null)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(ExecutablePath);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("PIPESERVER_", StringComparison.Ordinal)).ToList()) psi.Environment.Remove(key);
+        if (environment is not null) foreach (var (k, v) in environment) psi.Environment[k] = v;
+        var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        var sp = new ServerProcess(process);
+        process.OutputDataReceived += (_, e) => sp.OnLine(e.Data);
+        process.ErrorDataReceived += (_, e) => sp.OnLine(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return sp;
+    }
+
+    private void OnLine(string? line)
+    {
+        if (line is null) return;
+        lock (_output) _output.Add(line);
+        var m = ListeningLine().Match(line);
+        if (m.Success) _port.TrySetResult(int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [GeneratedRegex(@"Listening on http://[^\s]+:(\d+)")]
+    private static partial Regex ListeningLine();
+
+    public void Signal(int signal)
+    {
+        if (kill(_process.Id, signal) != 0) throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Waits (bounded) for exit and returns the exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(20));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"server did not exit; output:\n{Output}");
+        }
+        _process.WaitForExit(); // drain the redirected output
+        return _process.ExitCode;
+    }
+
+    public bool HasExited => _process.HasExited;
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                kill(_process.Id, SIGKILL);
+                _process.WaitForExit(5000);
+            }
+        }
+        catch (InvalidOperationException) { }
+        _process.Dispose();
+    }
+}
