@@ -126,6 +126,13 @@ public sealed class HttpResponse
     /// <summary>Writes the status line and headers into the output and fixes the framing. Called exactly once.</summary>
     internal void Start(long bufferedBodyLength, bool complete)
     {
+        // Response splitting guard, checked before a byte is written: a CR or LF in a name or value would
+        // start a new header or a new response. Failing here leaves the response unstarted (a clean 500).
+        foreach (var (name, value) in Headers)
+        {
+            if (!IsValidHeaderName(name) || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+                throw new InvalidOperationException($"Invalid response header '{name}'.");
+        }
         // Headers the handler set that decide framing are ours to write.
         if (Headers[KnownHeaders.ContentLength] is { } cl)
         {
@@ -171,9 +178,6 @@ public sealed class HttpResponse
 
         foreach (var (name, value) in Headers)
         {
-            // Response splitting guard: a CR or LF in a name or value would start a new header or a new response.
-            if (!IsValidHeaderName(name) || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
-                throw new InvalidOperationException($"Invalid response header '{name}'.");
             WriteLatin1(output, name);
             output.Write(": "u8);
             WriteLatin1(output, value);

@@ -1,0 +1,163 @@
+using System.Text;
+using PipeServer.Tests.Infrastructure;
+using Xunit;
+
+namespace PipeServer.Tests.Connections;
+
+// Every rejection the server makes, over a real socket: the status, "Connection: close", and a graceful
+// close (FIN, not RST) that lets the client read the response.
+public class RejectionTests
+{
+    public static TheoryData<string, int> Cases => new()
+    {
+        { "GET / HTTP/1.1\nHost: a\n\n", 400 },                                                     // bare LF
+        { "GET / HTTP/1.1\r\nHost: a\n\r\n", 400 },
+        { "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400 },                                    // bare CR
+        { "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400 },                                    // NUL
+        { "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", 400 },                                               // method token
+        { "GET / HTTP/1.1\r\nHost: a\r\nBad[Name]: 1\r\n\r\n", 400 },                               // header name token
+        { "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400 },                                              // space before colon
+        { "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n", 400 },                            // obs-fold
+        { "GET / HTTP/1.1\r\n\r\n", 400 },                                                          // no Host
+        { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400 },                                    // two Hosts
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\n", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3,3\r\n\r\nabc", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: br, chunked\r\n\r\n", 501 },
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n", 400 },
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n 3\r\nabc\r\n0\r\n\r\n", 400 },
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3 \r\nabc\r\n0\r\n\r\n", 400 },
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n", 400 },
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\nabc\r\n0\r\n\r\n", 400 }, // LF in chunk ext line
+        { "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n", 400 },
+        { "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505 },
+        { "GET / HTTP/3.1\r\nHost: a\r\n\r\n", 505 },
+        { "GET / HTTQ/1.1\r\nHost: a\r\n\r\n", 400 },
+        { "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400 },
+        { "GET /" + new string('a', 9000) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414 },
+        { "GET / HTTP/1.1\r\nHost: a\r\n" + string.Concat(Enumerable.Range(0, 101).Select(i => $"X-{i}: v\r\n")) + "\r\n", 431 },
+        { "GET / HTTP/1.1\r\nHost: a\r\nX: " + new string('v', 33 * 1024) + "\r\n\r\n", 431 },
+        { "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 30000001\r\n\r\n", 413 },
+        { "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400 },
+    };
+
+    /// <summary>Reads the whole body before answering, so a body error surfaces before the response starts.</summary>
+    internal static void MapSink(PipeServer.Routing.Router r) => r.MapPost("/sink", async (req, res) =>
+    {
+        long total = 0;
+        while (true)
+        {
+            var result = await req.Body.ReadAsync(req.Aborted);
+            total += result.Buffer.Length;
+            req.Body.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted) break;
+        }
+        await res.WriteTextAsync(total.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    });
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task Rejects_with_status_and_close(string request, int status)
+    {
+        await using var server = await TestServer.StartAsync(routes: MapSink);
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync(request);
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(status, r.Status);
+        Assert.True(r.ConnectionClose);
+        Assert.Equal("text/plain; charset=utf-8", r.Header("Content-Type"));
+        Assert.DoesNotContain("Exception", r.BodyText);
+        Assert.True(await c.ClosedWithFinAsync(), "expected a FIN after the rejection, not a reset");
+        await server.WaitForConnectionCountAsync(0);
+    }
+
+    [Fact]
+    public async Task A_chunked_body_over_the_limit_is_413()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 100 }, MapSink);
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + new string('a', 64) + "\r\n40\r\n" + new string('b', 64) + "\r\n0\r\n\r\n");
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(413, r.Status);
+        Assert.True(r.ConnectionClose);
+        await server.WaitForConnectionCountAsync(0);
+    }
+
+    [Fact]
+    public async Task A_content_length_over_the_limit_is_refused_before_the_body_is_sent()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 100 });
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n");
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(413, r.Status); // not 100 Continue
+    }
+
+    [Fact]
+    public async Task The_rejection_is_readable_even_when_the_client_keeps_sending()
+    {
+        // A client that sends a refused body anyway: the lingering close reads it away so our 413 is not
+        // destroyed by an RST from the kernel.
+        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 10 });
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n" + new string('z', 20000));
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(413, r.Status);
+        Assert.True(await c.ClosedWithFinAsync());
+    }
+
+    [Fact]
+    public async Task A_slow_request_head_gets_408()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n");
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(408, r.Status);
+        Assert.True(r.ConnectionClose);
+        Assert.True(await c.IsClosedByServerAsync());
+    }
+
+    [Fact]
+    public async Task A_silent_connection_is_closed_at_the_header_timeout_without_a_response()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var c = await server.ConnectAsync();
+        var bytes = await c.ReadToEndAsync(TimeSpan.FromSeconds(5));
+        Assert.Empty(bytes);
+        await server.WaitForConnectionCountAsync(0);
+    }
+
+    [Fact]
+    public async Task An_idle_keep_alive_connection_is_closed_at_the_keep_alive_timeout()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { KeepAliveTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.Equal(200, (await c.ReadResponseAsync()).Status);
+        var started = DateTime.UtcNow;
+        Assert.True(await c.ClosedWithFinAsync(TimeSpan.FromSeconds(5)));
+        Assert.True(DateTime.UtcNow - started >= TimeSpan.FromMilliseconds(200));
+        await server.WaitForConnectionCountAsync(0);
+    }
+
+    [Fact]
+    public async Task Connections_over_the_limit_get_503()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 2 });
+        await using var a = await server.ConnectAsync();
+        await using var b = await server.ConnectAsync();
+        await server.WaitForConnectionCountAsync(2);
+        await using var c = await server.ConnectAsync();
+        var r = await c.ReadResponseAsync();
+        Assert.Equal(503, r.Status);
+        Assert.True(r.ConnectionClose);
+        Assert.Equal(1, server.Server.RejectedConnections);
+        // the admitted ones are still served
+        await a.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.Equal(200, (await a.ReadResponseAsync()).Status);
+    }
+}
