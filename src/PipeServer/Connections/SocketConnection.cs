@@ -29,7 +29,7 @@ public interface ITransportControl
 public sealed class SocketConnection : IDuplexPipe, ITransportControl
 {
     private const int MinimumReceiveBuffer = 4096;
-    private static readonly TimeSpan LingerTimeout = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan LingerTimeout = TimeSpan.FromMilliseconds(500); // Go uses 500 ms for the same purpose
     private const int MaxLingerBytes = 64 * 1024;
 
     private readonly Socket _socket;

@@ -71,6 +71,7 @@ public class RejectionTests
         Assert.Equal("text/plain; charset=utf-8", r.Header("Content-Type"));
         Assert.DoesNotContain("Exception", r.BodyText);
         Assert.True(await c.ClosedWithFinAsync(), "expected a FIN after the rejection, not a reset");
+        await c.DisposeAsync(); // our FIN ends the server's lingering close early
         await server.WaitForConnectionCountAsync(0);
     }
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# PipeServer's one entry point. Needs only the .NET 10 SDK; anything else a verb needs it installs itself.
+#
+#   ./build.sh build                 compile everything (Release)
+#   ./build.sh test                  run every test project; ends with "N passed, M failed"
+#   ./build.sh run [server options]  run the server in the foreground (./build.sh run --help for options)
+#   ./build.sh bench [BDN args]      BenchmarkDotNet micro-benchmarks (e.g. --filter '*Parser*')
+#   ./build.sh publish               framework-dependent release build in artifacts/publish
+set -euo pipefail
+cd "$(dirname "$0")"
+CONFIG="${CONFIGURATION:-Release}"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+need_dotnet() {
+  if ! command -v dotnet >/dev/null 2>&1; then
+    echo "build.sh: the .NET 10 SDK is required (dotnet not found on PATH)" >&2
+    exit 1
+  fi
+}
+
+verb="${1:-build}"
+shift || true
+need_dotnet
+
+case "$verb" in
+  build)
+    dotnet build PipeServer.sln -c "$CONFIG"
+    ;;
+  test)
+    dotnet build PipeServer.sln -c "$CONFIG"
+    log="$(mktemp)"
+    trap 'rm -f "$log"' EXIT
+    status=0
+    # --blame-hang bounds a stuck run: no test may hang CI.
+    dotnet test PipeServer.sln -c "$CONFIG" --no-build --blame-hang-timeout 5m "$@" 2>&1 | tee "$log" || status=$?
+    # dotnet test prints one summary per test project: "Passed!  - Failed: 0, Passed: 167, Skipped: 0, ..."
+    awk '/(Passed|Failed)! +- +Failed:/ {
+           for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1) }
+           seen = 1 }
+         END { if (!seen) { p = 0; f = 1 } printf "%d passed, %d failed\n", p, f }' "$log"
+    exit "$status"
+    ;;
+  run)
+    dotnet build src/PipeServer/PipeServer.csproj -c "$CONFIG" -v quiet -nologo >/dev/null
+    # exec: the server is this process, so signals (Ctrl+C, SIGTERM) reach it directly.
+    exec dotnet "src/PipeServer/bin/$CONFIG/net10.0/PipeServer.dll" "$@"
+    ;;
+  bench)
+    dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- "${@:---filter *}"
+    ;;
+  publish)
+    dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"
+    echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.dll)"
+    ;;
+  *)
+    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish}" >&2
+    exit 2
+    ;;
+esac
