@@ -224,7 +224,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Phase 4: ask every connection to close after its current response; idle ones close now.</summary>
     private void RequestCloseAll()
     {
-        Lifetime.CloseConnectionsAfterResponse();
+        // Not CloseConnectionsAfterResponse: a connection decides per response, so requests already
+        // received behind the one in flight are still answered before its "Connection: close".
         Lifetime.SignalDraining();
         int idle = 0, active = 0;
         foreach (var (_, entry) in _connections)
