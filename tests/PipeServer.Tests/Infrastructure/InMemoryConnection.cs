@@ -1,0 +1,91 @@
+using System.IO.Pipelines;
+using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Connections;
+using PipeServer.Http;
+using PipeServer.Server;
+
+namespace PipeServer.Tests.Infrastructure;
+
+/// <summary>
+/// An Http1Connection over two in-memory pipes: no socket, no port. The test writes request bytes into
+/// <see cref="ClientOutput"/> and reads response bytes from <see cref="ClientInput"/>.
+/// </summary>
+public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
+{
+    private readonly Pipe _toServer = new();
+    private readonly Pipe _toClient = new();
+
+    public InMemoryConnection(RequestHandler app, HttpServerOptions? options = null, ServerLifetime? lifetime = null, CancellationToken serverAbort = default)
+    {
+        Lifetime = lifetime ?? new ServerLifetime();
+        Connection = new Http1Connection(1, new DuplexPipe(_toServer.Reader, _toClient.Writer), this,
+            options ?? new HttpServerOptions(), app, Lifetime, NullLogger.Instance, serverAbort);
+        Processing = Task.Run(Connection.ProcessAsync);
+    }
+
+    public Http1Connection Connection { get; }
+    public ServerLifetime Lifetime { get; }
+    public Task Processing { get; }
+    public bool Aborted { get; private set; }
+    public bool LingerRequested { get; private set; }
+    public PipeWriter ClientOutput => _toServer.Writer;
+    public PipeReader ClientInput => _toClient.Reader;
+
+    public async Task SendAsync(string text)
+    {
+        await _toServer.Writer.WriteAsync(Encoding.Latin1.GetBytes(text)).AsTask().WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
+    /// <summary>Everything the server wrote until it completed its output (bounded).</summary>
+    public async Task<string> ReadAllAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(5));
+        var sb = new StringBuilder();
+        while (true)
+        {
+            var result = await _toClient.Reader.ReadAsync(cts.Token);
+            foreach (var segment in result.Buffer) sb.Append(Encoding.Latin1.GetString(segment.Span));
+            _toClient.Reader.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted) return sb.ToString();
+        }
+    }
+
+    /// <summary>Reads until <paramref name="marker"/> has appeared <paramref name="count"/> times (bounded).</summary>
+    public async Task<string> ReadUntilAsync(string marker, int count = 1, TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(5));
+        var sb = new StringBuilder();
+        while (true)
+        {
+            var result = await _toClient.Reader.ReadAsync(cts.Token);
+            foreach (var segment in result.Buffer) sb.Append(Encoding.Latin1.GetString(segment.Span));
+            _toClient.Reader.AdvanceTo(result.Buffer.End);
+            var text = sb.ToString();
+            int seen = 0, at = 0;
+            while ((at = text.IndexOf(marker, at, StringComparison.Ordinal)) >= 0) { seen++; at += marker.Length; }
+            if (seen >= count || result.IsCompleted) return text;
+        }
+    }
+
+    void ITransportControl.Abort()
+    {
+        Aborted = true;
+        _toServer.Writer.Complete(new IOException("aborted"));
+        _toClient.Reader.Complete();
+    }
+
+    void ITransportControl.RequestLingeringClose() => LingerRequested = true;
+
+    public async ValueTask DisposeAsync()
+    {
+        await _toServer.Writer.CompleteAsync();
+        try { await Processing.WaitAsync(TimeSpan.FromSeconds(5)); } catch (TimeoutException) { }
+    }
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+        public PipeWriter Output { get; } = output;
+    }
+}

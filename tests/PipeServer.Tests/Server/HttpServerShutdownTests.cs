@@ -1,0 +1,60 @@
+using System.Diagnostics;
+using PipeServer.Tests.Infrastructure;
+using Xunit;
+
+namespace PipeServer.Tests.Server;
+
+// The shutdown phases of HttpServer, in process: what each phase did, as its report says.
+public class HttpServerShutdownTests
+{
+    [Fact]
+    public async Task Counts_idle_and_in_flight_connections_as_drained()
+    {
+        await using var server = await TestServer.StartAsync();
+        var idle = await server.ConnectAsync();
+        await idle.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+        await idle.ReadResponseAsync();
+        var busy = await server.ConnectAsync();
+        await busy.SendAsync("GET /slow?ms=400 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await server.WaitForConnectionCountAsync(2);
+        await Task.Delay(100);
+
+        var shutdown = server.Server.ShutdownAsync();
+        var r = await busy.ReadResponseAsync();
+        Assert.True(r.ConnectionClose);
+        var report = await shutdown.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(2, report.OpenAtStopAccepting);
+        Assert.Equal(2, report.Drained);
+        Assert.Equal(0, report.Aborted);
+        Assert.True(report.AllDrained);
+        Assert.False(server.Server.Lifetime.IsReady);
+        await idle.DisposeAsync(); await busy.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Aborts_what_is_left_at_the_deadline()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromMilliseconds(300) });
+        var busy = await server.ConnectAsync();
+        await busy.SendAsync("GET /slow?ms=60000 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await server.WaitForConnectionCountAsync(1);
+        await Task.Delay(100);
+        var clock = Stopwatch.StartNew();
+        var report = await server.Server.ShutdownAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, report.Aborted);
+        Assert.False(report.AllDrained);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(3));
+        Assert.Equal(0, server.Server.ConnectionCount);
+        await busy.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Force_cancels_the_wait()
+    {
+        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromSeconds(60), DrainDelay = TimeSpan.FromSeconds(60) });
+        using var force = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        var clock = Stopwatch.StartNew();
+        await server.Server.ShutdownAsync(force.Token).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5));
+    }
+}
