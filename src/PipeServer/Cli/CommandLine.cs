@@ -27,6 +27,11 @@ public static class CommandLine
         new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this (default 75)"),
         new("max-connections", "N", "open connections allowed at once; more get 503 (default unlimited)"),
         new("max-request-body-size", "BYTES", "largest request body accepted; larger gets 413 (default 30000000)"),
+        new("max-request-line-size", "BYTES", "longest request line; longer gets 414 (default 8192)"),
+        new("max-request-header-count", "N", "most header fields; more gets 431 (default 100)"),
+        new("max-request-headers-size", "BYTES", "largest header section; larger gets 431 (default 32768)"),
+        new("min-request-body-rate", "BYTES_PER_SECOND", "slower uploads get 408 after a 5 s grace, 0 turns it off (default 240)"),
+        new("min-response-rate", "BYTES_PER_SECOND", "clients reading slower are aborted after a 5 s grace, 0 turns it off (default 240)"),
         new("heartbeat-interval", "SECONDS", "log a heartbeat line this often, 0 to turn off (default 30)"),
         new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information)"),
     ];
@@ -94,6 +99,12 @@ public static class CommandLine
         if (values.TryGetValue("max-connections", out var mc)) server = server with { MaxConnections = ParseInt("max-connections", mc, 1, int.MaxValue) };
         if (values.TryGetValue("max-request-body-size", out var mb)) server = server with { MaxRequestBodySize = ParseLong("max-request-body-size", mb, 0, long.MaxValue) };
 
+        if (values.TryGetValue("max-request-line-size", out var mrl)) server = server with { MaxRequestLineSize = ParseInt("max-request-line-size", mrl, 64, 1024 * 1024) };
+        if (values.TryGetValue("max-request-header-count", out var mhc)) server = server with { MaxRequestHeaderCount = ParseInt("max-request-header-count", mhc, 1, 10_000) };
+        if (values.TryGetValue("max-request-headers-size", out var mhs)) server = server with { MaxRequestHeadersTotalSize = ParseInt("max-request-headers-size", mhs, 64, 512 * 1024) };
+        if (values.TryGetValue("min-request-body-rate", out var mbr)) server = server with { MinRequestBodyDataRate = ParseRate("min-request-body-rate", mbr) };
+        if (values.TryGetValue("min-response-rate", out var mrr)) server = server with { MinResponseDataRate = ParseRate("min-response-rate", mrr) };
+
         var heartbeat = values.TryGetValue("heartbeat-interval", out var hb) ? ParseSeconds("heartbeat-interval", hb, allowZero: true) : TimeSpan.FromSeconds(30);
         var level = Microsoft.Extensions.Logging.LogLevel.Information;
         if (values.TryGetValue("log-level", out var ll) && !Enum.TryParse(ll, ignoreCase: true, out level))
@@ -116,6 +127,13 @@ public static class CommandLine
         if (!long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n < min || n > max)
             throw new CommandLineException($"--{name}: '{value}' is not a whole number from {min} to {max}");
         return n;
+    }
+
+    private static double ParseRate(string name, string value)
+    {
+        if (!double.TryParse(value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double r) || double.IsNaN(r) || r < 0 || r > 1e9)
+            throw new CommandLineException($"--{name}: '{value}' is not a number of bytes per second from 0 to 1000000000");
+        return r;
     }
 
     private static TimeSpan ParseSeconds(string name, string value, bool allowZero)

@@ -16,6 +16,10 @@ public enum ConnectionEndReason : byte
     KeepAliveTimeout,
     /// <summary>The request head did not arrive within the header timeout.</summary>
     RequestHeadersTimeout,
+    /// <summary>The request body arrived slower than the minimum data rate (408).</summary>
+    RequestBodyTimeout,
+    /// <summary>The client read responses slower than the minimum data rate: aborted.</summary>
+    ResponseTimeout,
     /// <summary>The request was rejected (400, 413, 414, 431, 501, 505…).</summary>
     BadRequest,
     /// <summary>The handler failed after the response had started: the only honest signal left is to abort.</summary>

@@ -57,6 +57,11 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private TimeoutKind _timeoutKind;
     private volatile bool _timeoutFired;
 
+    // Request body data rate, measured by the heartbeat only while the handler waits for body bytes.
+    private long _lastHeartbeatTicks;
+    private long _bodyWaitMs;
+    private volatile bool _bodyTimedOut;
+
     public Http1Connection(long id, IDuplexPipe transport, ITransportControl control, HttpServerOptions options,
         RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null)
     {
@@ -162,11 +167,28 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     /// </summary>
     public void OnHeartbeat(long nowTicks)
     {
+        long sinceLast = _lastHeartbeatTicks == 0 ? 0 : nowTicks - _lastHeartbeatTicks;
+        _lastHeartbeatTicks = nowTicks;
+        CheckBodyDataRate(sinceLast);
         if (nowTicks < Volatile.Read(ref _timeoutAt)) return;
         Volatile.Write(ref _timeoutAt, long.MaxValue);
         _timeoutFired = true;
         try { _transport.Input.CancelPendingRead(); } catch (InvalidOperationException) { }
     }
+
+    /// <summary>Minimum request body data rate (Kestrel's MinRequestBodyDataRate): a slow upload gets 408.</summary>
+    private void CheckBodyDataRate(long elapsedMs)
+    {
+        var body = _body;
+        if (_options.MinRequestBodyDataRate <= 0 || body.IsComplete || !body.IsWaitingForData || State != ConnectionState.Active) return;
+        _bodyWaitMs += elapsedMs;
+        if (_bodyWaitMs <= _options.MinRequestBodyDataRateGracePeriod.TotalMilliseconds) return;
+        if (body.BytesConsumed >= _options.MinRequestBodyDataRate * _bodyWaitMs / 1000.0) return;
+        _bodyTimedOut = true;
+        try { _transport.Input.CancelPendingRead(); } catch (InvalidOperationException) { }
+    }
+
+    bool IRequestBodyOwner.BodyReadTimedOut => _bodyTimedOut;
 
     private void SetTimeout(TimeoutKind kind, TimeSpan timeout)
     {
@@ -315,6 +337,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         else _body = _emptyBody;
 
         _expectContinue = _head.ExpectContinue && !_body.IsComplete;
+        _bodyWaitMs = 0;
+        _bodyTimedOut = false;
         _request.Reset(_head, _body, Id, RemoteEndPoint, _abortCts.Token, _lifetime.Draining);
         _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
 
@@ -325,8 +349,12 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
         catch (BadHttpRequestException bad)
         {
-            // The body turned out malformed or too large while the handler read it.
-            if (_response.HasStarted) { Abort(ConnectionEndReason.BadRequest); return false; }
+            // The body turned out malformed, too large or too slow while the handler read it.
+            if (_response.HasStarted)
+            {
+                Abort(bad.Reason == RequestRejectionReason.RequestBodyTimeout ? ConnectionEndReason.RequestBodyTimeout : ConnectionEndReason.BadRequest);
+                return false;
+            }
             WriteRejection(bad.Reason);
             return false;
         }
@@ -391,7 +419,12 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     /// <summary>Answers a rejected request with its status and "Connection: close"; the caller then ends the loop.</summary>
     private void WriteRejection(RequestRejectionReason reason)
     {
-        SetEndReason(reason == RequestRejectionReason.RequestHeadersTimeout ? ConnectionEndReason.RequestHeadersTimeout : ConnectionEndReason.BadRequest);
+        SetEndReason(reason switch
+        {
+            RequestRejectionReason.RequestHeadersTimeout => ConnectionEndReason.RequestHeadersTimeout,
+            RequestRejectionReason.RequestBodyTimeout => ConnectionEndReason.RequestBodyTimeout,
+            _ => ConnectionEndReason.BadRequest,
+        });
         LogRejected(_logger, Id, reason);
         _forceClose = true;
         _response.Reset(this, isHead: false, Http.HttpVersion.Http11);

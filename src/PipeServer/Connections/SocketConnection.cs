@@ -37,14 +37,22 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     private readonly Pipe _output;
     private readonly Action _onPeerFailure;
     private volatile bool _aborted;
+    private readonly double _minResponseRate;
+    private readonly long _responseGraceMs;
+    private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private volatile bool _lingerRequested;
 
     /// <param name="socket">An accepted, connected socket; owned from here on.</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
     /// <param name="outputOptions">Bounds on bytes written but not yet sent.</param>
     /// <param name="onPeerFailure">Called once when the peer resets or a send fails: the client is gone.</param>
-    public SocketConnection(Socket socket, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
+    /// <param name="minResponseDataRate">Bytes per second below which a pending send counts as stalled (0: never).</param>
+    /// <param name="minResponseDataRateGrace">A send is never stalled before this long.</param>
+    public SocketConnection(Socket socket, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
+        double minResponseDataRate = 0, TimeSpan minResponseDataRateGrace = default)
     {
+        _minResponseRate = minResponseDataRate;
+        _responseGraceMs = (long)minResponseDataRateGrace.TotalMilliseconds;
         _socket = socket;
         _input = new Pipe(inputOptions);
         _output = new Pipe(outputOptions);
@@ -86,6 +94,9 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     }
 
     public void RequestLingeringClose() => _lingerRequested = true;
+
+    /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
+    public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
 
     private int SafeAvailable()
     {
@@ -156,7 +167,12 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 if (result.IsCanceled) break; // Abort()
                 var buffer = result.Buffer;
                 foreach (var segment in buffer)
+                {
+                    if (_minResponseRate > 0)
+                        Volatile.Write(ref _sendDeadline, Environment.TickCount64 + Math.Max(_responseGraceMs, (long)(segment.Length * 1000 / _minResponseRate)));
                     await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
+                    Volatile.Write(ref _sendDeadline, long.MaxValue);
+                }
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
             }

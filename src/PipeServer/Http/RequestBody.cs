@@ -14,6 +14,9 @@ internal interface IRequestBodyOwner
 {
     /// <summary>Called before the first read that must wait for the client: sends "100 Continue" if it was asked for.</summary>
     ValueTask OnBodyReadStartingAsync();
+
+    /// <summary>Set by the heartbeat when the body arrives slower than the minimum data rate.</summary>
+    bool BodyReadTimedOut { get; }
 }
 
 /// <summary>A request body. Reading past its end returns a completed result; a protocol error throws <see cref="BadHttpRequestException"/>.</summary>
@@ -25,6 +28,10 @@ public abstract class RequestBody : PipeReader
     private protected long Received;
     private protected ReadOnlySequence<byte> Returned;
     private bool _userCanceled, _started, _completedByHandler;
+    private volatile bool _readPending;
+
+    /// <summary>True while the handler waits for body bytes from the client: the only time the data rate is measured.</summary>
+    public bool IsWaitingForData => _readPending;
     /// <summary>A slice of the input was handed out and not yet advanced past.</summary>
     private protected bool Outstanding;
     private Stream? _stream;
@@ -55,9 +62,17 @@ public abstract class RequestBody : PipeReader
         }
         while (true)
         {
-            var result = await Input.ReadAsync(cancellationToken).ConfigureAwait(false);
+            ReadResult result;
+            _readPending = true;
+            try { result = await Input.ReadAsync(cancellationToken).ConfigureAwait(false); }
+            finally { _readPending = false; }
             if (result.IsCanceled)
             {
+                if (Owner.BodyReadTimedOut)
+                {
+                    Input.AdvanceTo(result.Buffer.Start);
+                    throw new BadHttpRequestException(RequestRejectionReason.RequestBodyTimeout);
+                }
                 // Only a cancel the handler asked for surfaces; the connection's own wake-ups are not its business.
                 Input.AdvanceTo(result.Buffer.Start);
                 if (_userCanceled) { _userCanceled = false; return new ReadResult(default, true, false); }

@@ -77,8 +77,10 @@ public sealed partial class HttpServer : IAsyncDisposable
         _listener = listener;
         EndPoint = (IPEndPoint)listener.LocalEndpoint;
 
-        var tick = TimeSpan.FromMilliseconds(Math.Clamp(
-            Math.Min(_options.RequestHeaderTimeout.TotalMilliseconds, _options.KeepAliveTimeout.TotalMilliseconds) / 4, 50, 1000));
+        // One tick for every connection's deadlines: fine enough that a timeout fires within a quarter of its length.
+        var shortest = new[] { _options.RequestHeaderTimeout, _options.KeepAliveTimeout, _options.MinRequestBodyDataRateGracePeriod, _options.MinResponseDataRateGracePeriod }
+            .Where(t => t > TimeSpan.Zero).Min();
+        var tick = TimeSpan.FromMilliseconds(Math.Clamp(shortest.TotalMilliseconds / 4, 50, 1000));
         _heartbeat = new Timer(static s => ((HttpServer)s!).OnHeartbeat(), this, tick, tick);
         _acceptLoop = AcceptLoopAsync(listener);
         return Task.CompletedTask;
@@ -120,7 +122,8 @@ public sealed partial class HttpServer : IAsyncDisposable
         socket.NoDelay = true;
         long id = Interlocked.Increment(ref _nextConnectionId);
         var entry = new ConnectionEntry();
-        var transport = new SocketConnection(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
+        var transport = new SocketConnection(socket, _inputOptions, _outputOptions, entry.OnPeerFailure,
+            _options.MinResponseDataRate, _options.MinResponseDataRateGracePeriod);
         entry.Transport = transport;
         entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint);
         _connections[id] = entry; // registered before it runs
@@ -167,7 +170,11 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         long now = Environment.TickCount64;
         foreach (var (_, entry) in _connections)
-            entry.Protocol?.OnHeartbeat(now);
+        {
+            if (entry.Protocol is null) continue;
+            entry.Protocol.OnHeartbeat(now);
+            if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
+        }
     }
 
     /// <summary>

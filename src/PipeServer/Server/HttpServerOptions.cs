@@ -38,6 +38,20 @@ public sealed record HttpServerOptions
     /// <summary>A body the handler did not read is drained up to this many bytes before the next request; beyond, the connection closes. Default 256 KiB.</summary>
     public long MaxUnreadBodyDrain { get; init; } = 256 * 1024;
 
+    /// <summary>
+    /// Slowest acceptable request body upload, in bytes per second, counted only while the handler waits for
+    /// body bytes, after <see cref="MinRequestBodyDataRateGracePeriod"/>. Slower gets 408. Default 240 (Kestrel's); 0 turns it off.
+    /// </summary>
+    public double MinRequestBodyDataRate { get; init; } = 240;
+    public TimeSpan MinRequestBodyDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// Slowest acceptable reader of responses, in bytes per second: a send that makes no progress for
+    /// max(grace, size / rate) aborts the connection, so a client that stops reading cannot pin a connection
+    /// and its buffers. Default 240 (Kestrel's) with a 5 s grace; 0 turns it off.
+    /// </summary>
+    public double MinResponseDataRate { get; init; } = 240;
+    public TimeSpan MinResponseDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Input buffered per connection before the socket is no longer read (backpressure). Default 1 MiB.</summary>
     public long MaxInputBufferSize { get; init; } = 1024 * 1024;
     /// <summary>Output buffered per connection before a handler's flush waits for the client (backpressure). Default 64 KiB.</summary>
@@ -56,6 +70,7 @@ public sealed record HttpServerOptions
         if (MaxRequestLineSize < 64) throw new ArgumentException("max request line size must be at least 64");
         if (MaxRequestHeadersTotalSize < 64) throw new ArgumentException("max header size must be at least 64");
         if (MaxRequestHeaderCount < 1) throw new ArgumentException("max header count must be at least 1");
+        if (MinRequestBodyDataRate < 0 || MinResponseDataRate < 0) throw new ArgumentException("minimum data rates must be 0 or more");
         if (MaxInputBufferSize < MaxRequestHeadersTotalSize + MaxRequestLineSize)
             throw new ArgumentException("the input buffer must hold a whole request head");
     }
