@@ -6,6 +6,10 @@
 #   ./build.sh run [server options]  run the server in the foreground (./build.sh run --help for options)
 #   ./build.sh bench [BDN args]      BenchmarkDotNet micro-benchmarks (e.g. --filter '*Parser*')
 #   ./build.sh publish               framework-dependent release build in artifacts/publish
+#   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
+#   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
+#   ./build.sh soak [MINUTES]        steady load; RSS at start and end; registry back to zero (installs wrk)
+#   ./build.sh fuzz [SECONDS]        AFL++ + SharpFuzz over the parser and chunked decoder (installs afl++)
 set -euo pipefail
 cd "$(dirname "$0")"
 CONFIG="${CONFIGURATION:-Release}"
@@ -52,8 +56,12 @@ case "$verb" in
     dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"
     echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.dll)"
     ;;
+  load) exec bash scripts/load.sh "$@" ;;
+  slowloris) exec bash scripts/slowloris.sh "$@" ;;
+  soak) exec bash scripts/soak.sh "$@" ;;
+  fuzz) exec bash scripts/fuzz.sh "$@" ;;
   *)
-    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish}" >&2
+    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish|load [s]|slowloris|soak [min]|fuzz [s]}" >&2
     exit 2
     ;;
 esac

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Helpers shared by the load, slowloris and soak scripts. Every server these scripts start listens on
+# 127.0.0.1 only and is stopped by its PID; every load is bounded in time.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVER_DLL="$ROOT/src/PipeServer/bin/Release/net10.0/PipeServer.dll"
+SERVER_PID=""
+SERVER_LOG=""
+
+# ensure_tool COMMAND [DEBIAN_PACKAGE]: install from Debian's packages when missing.
+ensure_tool() {
+  local cmd="$1" pkg="${2:-$1}"
+  if command -v "$cmd" >/dev/null 2>&1; then return; fi
+  echo "installing $pkg (apt-get)..." >&2
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get install -y "$pkg" >/dev/null 2>&1 || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y "$pkg" >/dev/null; }
+  command -v "$cmd" >/dev/null 2>&1 || { echo "could not install $pkg" >&2; exit 1; }
+}
+
+build_server() {
+  dotnet build "$ROOT/src/PipeServer/PipeServer.csproj" -c Release -v quiet -nologo >/dev/null
+}
+
+# start_server [server options...]: starts on 127.0.0.1:0, sets SERVER_PID and PORT.
+start_server() {
+  SERVER_LOG="$(mktemp)"
+  dotnet "$SERVER_DLL" --address 127.0.0.1 --port 0 "$@" >"$SERVER_LOG" 2>&1 &
+  SERVER_PID=$!
+  trap stop_server_on_exit EXIT
+  for _ in $(seq 1 200); do
+    PORT="$(sed -n 's/.*Listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$SERVER_LOG" | head -1)"
+    [ -n "$PORT" ] && return
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$SERVER_LOG" >&2; echo "server failed to start" >&2; exit 1; }
+    sleep 0.05
+  done
+  echo "server did not report a port" >&2; exit 1
+}
+
+# stop_server: SIGTERM by PID, wait (bounded), return its exit code in SERVER_EXIT.
+stop_server() {
+  [ -z "$SERVER_PID" ] && return
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 600); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then kill -KILL "$SERVER_PID"; fi
+  set +e; wait "$SERVER_PID" 2>/dev/null; SERVER_EXIT=$?; set -e
+  SERVER_PID=""
+}
+
+stop_server_on_exit() { stop_server; }
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
