@@ -39,18 +39,39 @@ public static class Program
             return ExitClean;
         }
 
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(options.LogLevel)
-            .AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.UseUtcTimestamp = true; }));
+        using var loggerFactory = LoggerFactory.Create(b =>
+        {
+            b.SetMinimumLevel(options.LogLevel);
+            if (options.LogFormat == LogFormat.Json)
+                b.AddJsonConsole(o => { o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ"; o.UseUtcTimestamp = true; });
+            else
+                b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.UseUtcTimestamp = true; });
+        });
         var logger = loggerFactory.CreateLogger("PipeServer");
+        using var notifier = new SystemdNotifier();
 
         var router = new Router();
-        await using var server = new HttpServer(options.Server, router.HandleAsync, loggerFactory.CreateLogger("PipeServer.Server"));
+        await using var server = new HttpServer(options.Server, router.HandleAsync,
+            loggerFactory.CreateLogger("PipeServer.Server"), loggerFactory.CreateLogger("PipeServer.AccessLog"));
         DemoEndpoints.Map(router, server.Lifetime);
+        using var metricsEndpoint = options.Metrics ? new MetricsEndpoint(server.Metrics) : null;
+        metricsEndpoint?.Map(router);
+
+        if (SystemdSocketActivation.TryTakeListenSocket() is { } inherited)
+        {
+            server.UseListenSocket(inherited);
+            logger.LogInformation("Serving on the socket passed by systemd (socket activation)");
+        }
+        server.PhaseCompleted += (phase, detail) => notifier.Notify($"STATUS={phase}: {detail}");
 
         var services = new List<HostedService>
         {
-            new HttpServerService(server, line => { Console.Out.WriteLine(line); Console.Out.Flush(); }),
+            new HttpServerService(server, line =>
+            {
+                Console.Out.WriteLine(line);
+                Console.Out.Flush();
+                notifier.Notify("READY=1\nSTATUS=" + line);
+            }),
         };
         if (options.HeartbeatInterval > TimeSpan.Zero)
             services.Add(new HeartbeatService(options.HeartbeatInterval,
@@ -61,6 +82,8 @@ public static class Program
         var manager = new ServiceManager(services, logger, stopTimeout);
 
         using var root = new CancellationTokenSource();
+        // Whatever starts the shutdown (a signal or a service fault), systemd hears about it first.
+        using var stopping = root.Token.Register(() => notifier.Notify("STOPPING=1\nSTATUS=shutting down"));
         using var force = new CancellationTokenSource();
         int signals = 0;
         void OnSignal(PosixSignalContext context)

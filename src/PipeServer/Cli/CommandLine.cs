@@ -9,13 +9,17 @@ namespace PipeServer.Cli;
 // and exit code 1, never a stack trace.
 
 /// <summary>Options of the executable: the server's plus the executable's own.</summary>
-public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan HeartbeatInterval, Microsoft.Extensions.Logging.LogLevel LogLevel);
+public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan HeartbeatInterval, Microsoft.Extensions.Logging.LogLevel LogLevel,
+    bool Metrics = false, LogFormat LogFormat = LogFormat.Text);
+
+public enum LogFormat { Text, Json }
 
 public sealed class CommandLineException(string message) : Exception(message);
 
 public static class CommandLine
 {
-    private sealed record Option(string Name, string ValueName, string Help);
+    /// <summary>ValueName null: a switch that takes no value on the command line (true/false/1/0 in the environment).</summary>
+    private sealed record Option(string Name, string? ValueName, string Help);
 
     private static readonly Option[] Options =
     [
@@ -34,6 +38,9 @@ public static class CommandLine
         new("min-response-rate", "BYTES_PER_SECOND", "clients reading slower are aborted after a 5 s grace, 0 turns it off (default 240)"),
         new("heartbeat-interval", "SECONDS", "log a heartbeat line this often, 0 to turn off (default 30)"),
         new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information)"),
+        new("log-format", "FORMAT", "text or json (default text)"),
+        new("access-log", null, "log one line per request: method, path, status, bytes, duration, connection id"),
+        new("metrics", null, "serve GET /metrics in the Prometheus text format"),
     ];
 
     public static string Usage()
@@ -48,7 +55,7 @@ public static class CommandLine
             "a flag wins over the environment; seconds may be fractional, e.g. 0.5):",
         };
         foreach (var o in Options)
-            lines.Add($"  --{o.Name} {o.ValueName}".PadRight(38) + o.Help);
+            lines.Add($"  --{o.Name} {o.ValueName}".TrimEnd().PadRight(38) + o.Help);
         lines.Add("  --help".PadRight(38) + "print this help and exit");
         lines.Add("");
         lines.Add("Signals: SIGTERM, SIGINT or SIGHUP start a graceful shutdown; a second one exits at once.");
@@ -76,7 +83,12 @@ public static class CommandLine
             string? value = null;
             int eq = name.IndexOf('=');
             if (eq >= 0) { value = name[(eq + 1)..]; name = name[..eq]; }
-            if (Array.Find(Options, o => o.Name == name) is null) throw new CommandLineException($"unknown option '--{name}' (see --help)");
+            var option = Array.Find(Options, o => o.Name == name) ?? throw new CommandLineException($"unknown option '--{name}' (see --help)");
+            if (option.ValueName is null)
+            {
+                values[name] = value ?? "true";
+                continue;
+            }
             if (value is null)
             {
                 if (i + 1 >= args.Length) throw new CommandLineException($"option '--{name}' needs a value");
@@ -110,9 +122,20 @@ public static class CommandLine
         if (values.TryGetValue("log-level", out var ll) && !Enum.TryParse(ll, ignoreCase: true, out level))
             throw new CommandLineException($"--log-level: '{ll}' is not one of trace, debug, information, warning, error, critical, none");
 
+        bool metrics = values.TryGetValue("metrics", out var m) && ParseSwitch("metrics", m);
+        if (values.TryGetValue("access-log", out var al)) server = server with { AccessLog = ParseSwitch("access-log", al) };
+        var format = LogFormat.Text;
+        if (values.TryGetValue("log-format", out var lf))
+            format = lf.ToLowerInvariant() switch
+            {
+                "text" => LogFormat.Text,
+                "json" => LogFormat.Json,
+                _ => throw new CommandLineException($"--log-format: '{lf}' is not text or json"),
+            };
+
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
-        return new ExecutableOptions(server, heartbeat, level);
+        return new ExecutableOptions(server, heartbeat, level, metrics, format);
     }
 
     private static int ParseInt(string name, string value, int min, int max)
@@ -128,6 +151,13 @@ public static class CommandLine
             throw new CommandLineException($"--{name}: '{value}' is not a whole number from {min} to {max}");
         return n;
     }
+
+    private static bool ParseSwitch(string name, string value) => value.ToLowerInvariant() switch
+    {
+        "true" or "1" or "yes" or "on" => true,
+        "false" or "0" or "no" or "off" => false,
+        _ => throw new CommandLineException($"--{name}: '{value}' is not true or false"),
+    };
 
     private static double ParseRate(string name, string value)
     {

@@ -35,6 +35,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private readonly ServerLifetime _lifetime;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _abortCts;
+    private readonly ServerMetrics? _metrics;
+    private readonly ILogger? _accessLog;
 
     // Per-request state, reused: a keep-alive connection allocates these once.
     private readonly RequestHead _head = new();
@@ -51,6 +53,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private int _endReason;       // ConnectionEndReason; first writer wins
     private volatile bool _drainRequested;
     private bool _expectContinue, _continueSent, _forceClose, _outputPending;
+    private long _requestStarted;      // Stopwatch timestamp of the first byte of the current request
+    private bool _headLineParsed;
 
     // Timeouts: one deadline at a time, checked by the server's heartbeat (see OnHeartbeat).
     private long _timeoutAt = long.MaxValue;   // Environment.TickCount64 deadline; read by the heartbeat thread
@@ -63,8 +67,11 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private volatile bool _bodyTimedOut;
 
     public Http1Connection(long id, IDuplexPipe transport, ITransportControl control, HttpServerOptions options,
-        RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null)
+        RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null,
+        ServerMetrics? metrics = null, ILogger? accessLog = null)
     {
+        _metrics = metrics;
+        _accessLog = accessLog;
         Id = id;
         _transport = transport;
         _control = control;
@@ -103,6 +110,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                 if (outcome == HeadOutcome.Rejected)
                 {
                     WriteRejection(_rejection);
+                    RecordRejectedRequest();
                     break;
                 }
                 ClearTimeout();
@@ -211,6 +219,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         _head.Reset();
         _headerState.Reset();
+        _headLineParsed = false;
+        _requestStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         bool lineDone = false, anyBytes = false, tryFirst = true;
         int emptyLines = 0;
 
@@ -266,6 +276,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             if (!buffer.IsEmpty && !anyBytes)
             {
                 anyBytes = true;
+                _requestStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 Volatile.Write(ref _state, (int)ConnectionState.Active);
                 // The header timeout runs from the first byte of a request (from accept for the first one).
                 if (_timeoutKind == TimeoutKind.KeepAlive) SetTimeout(TimeoutKind.RequestHeaders, _options.RequestHeaderTimeout);
@@ -283,6 +294,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                 }
                 status = HttpParser.ParseRequestLine(ref reader, _head, _limits, out reason);
                 if (status == ParseStatus.Done) lineDone = true;
+                _headLineParsed = lineDone;
             }
             if (lineDone)
                 status = HttpParser.ParseHeaders(ref reader, _head, ref _headerState, _limits, out reason);
@@ -321,6 +333,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         {
             // Refused before a byte of the body is read, and before any 100 Continue is sent.
             WriteRejection(RequestRejectionReason.BodyTooLarge);
+            RecordRejectedRequest();
             return false;
         }
 
@@ -342,6 +355,48 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _request.Reset(_head, _body, Id, RemoteEndPoint, _abortCts.Token, _lifetime.Draining);
         _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
 
+        long started = _requestStarted;
+        string metricMethod = MetricMethod();
+        _metrics?.RequestStarted(metricMethod);
+        string? errorType = null;
+        try
+        {
+            return await RunHandlerAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            errorType = ex.GetType().FullName;
+            throw;
+        }
+        finally
+        {
+            int status = _response.HasStarted ? _response.StatusCode : 500;
+            errorType ??= _requestErrorType;
+            _metrics?.RequestStopped(metricMethod, status, _request.Route, errorType, started);
+            if (_accessLog is not null)
+                LogAccess(_accessLog, _head.MethodName, _head.Path, status, _response.BodyBytesWritten,
+                    System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
+        }
+    }
+
+    /// <summary>A request refused before its handler ran still counts as a request, with error.type "invalid_request".</summary>
+    private void RecordRejectedRequest()
+    {
+        _metrics?.RequestStopped(_headLineParsed ? MetricMethod() : "_OTHER", _response.StatusCode, null, "invalid_request", _requestStarted, wasActive: false);
+        if (_accessLog is not null)
+            LogAccess(_accessLog, _headLineParsed ? _head.MethodName : "-", _headLineParsed ? _head.Path : "-", _response.StatusCode,
+                _response.BodyBytesWritten, System.Diagnostics.Stopwatch.GetElapsedTime(_requestStarted).TotalMilliseconds, Id);
+    }
+
+    /// <summary>OpenTelemetry's rule: known methods by name, anything else "_OTHER", so a client cannot grow the label set.</summary>
+    private string MetricMethod() => _head.Method == Http.HttpMethod.Custom ? "_OTHER" : _head.MethodName;
+
+    /// <summary>Set when a request ends in error without an exception escaping (abort, rejection, failed handler).</summary>
+    private string? _requestErrorType;
+
+    private async ValueTask<bool> RunHandlerAsync()
+    {
+        _requestErrorType = null;
         try
         {
             await _app(_request, _response).ConfigureAwait(false);
@@ -349,6 +404,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
         catch (BadHttpRequestException bad)
         {
+            _requestErrorType = "invalid_request";
             // The body turned out malformed, too large or too slow while the handler read it.
             if (_response.HasStarted)
             {
@@ -361,6 +417,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         catch (Exception) when (_abortCts.IsCancellationRequested)
         {
             // The handler gave up because the request was aborted (client gone, or shutdown deadline).
+            _requestErrorType = "request_aborted";
             SetEndReason(ConnectionEndReason.ClientAborted);
             _control.Abort();
             return false;
@@ -368,6 +425,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         catch (Exception ex)
         {
             LogHandlerFault(_logger, Id, _head.MethodName, _head.Path, ex);
+            _requestErrorType = ex.GetType().FullName;
             if (_response.HasStarted)
             {
                 // Headers are on the wire: the client can only learn of the failure by the connection ending early.
@@ -477,6 +535,9 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "Connection {ConnectionId}: handler for {Method} {Path} threw")]
     private static partial void LogHandlerFault(ILogger logger, long connectionId, string method, string path, Exception exception);
+
+    [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "{Method} {Path} {Status} {Bytes} {DurationMs:0.###}ms conn={ConnectionId}")]
+    private static partial void LogAccess(ILogger logger, string method, string path, int status, long bytes, double durationMs, long connectionId);
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Debug, Message = "Connection {ConnectionId}: request rejected: {Reason}")]
     private static partial void LogRejected(ILogger logger, long connectionId, RequestRejectionReason reason);

@@ -33,6 +33,9 @@ public sealed class HttpRequest
     /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
     public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
 
+    /// <summary>The matched route template, set by the router (null when no route matched): the http.route metric label.</summary>
+    public string? Route { get; set; }
+
     public long ConnectionId { get; private set; }
     public IPEndPoint? RemoteEndPoint { get; private set; }
 
@@ -53,7 +56,7 @@ public sealed class HttpRequest
     internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, CancellationToken aborted, CancellationToken draining)
     {
         _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
-        Aborted = aborted; Draining = draining;
+        Aborted = aborted; Draining = draining; Route = null;
     }
 
     /// <summary>The first value of a query parameter, percent-decoded, or null.</summary>

@@ -12,13 +12,14 @@ namespace PipeServer.Routing;
 public sealed class Router
 {
     private readonly Dictionary<string, Dictionary<string, RequestHandler>> _routes = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _routeNames = new(StringComparer.Ordinal);
     private bool _frozen;
 
     public Router Map(string method, string path, RequestHandler handler)
     {
         if (_frozen) throw new InvalidOperationException("Routes are fixed once the router has served a request.");
         if (!path.StartsWith('/')) throw new ArgumentException("A route path starts with '/'.", nameof(path));
-        if (!_routes.TryGetValue(path, out var byMethod)) _routes[path] = byMethod = new(StringComparer.Ordinal);
+        if (!_routes.TryGetValue(path, out var byMethod)) { _routes[path] = byMethod = new(StringComparer.Ordinal); _routeNames[path] = path; }
         if (!byMethod.TryAdd(method, handler)) throw new ArgumentException($"{method} {path} is mapped twice.");
         return this;
     }
@@ -35,11 +36,12 @@ public sealed class Router
             response.StatusCode = 204;
             return ValueTask.CompletedTask;
         }
-        if (!_routes.TryGetValue(request.Path, out var byMethod))
+        if (!_routes.TryGetValue(request.Path, out var byMethod) || !_routeNames.TryGetValue(request.Path, out var routeName))
         {
             response.StatusCode = 404;
             return response.WriteTextAsync("Not Found");
         }
+        request.Route = routeName; // the route table's own string: a bounded set, safe as a metric label
         if (byMethod.TryGetValue(request.Method, out var handler) ||
             // HEAD is GET without the body (RFC 9110 §9.3.2); the response layer drops the body bytes.
             (request.KnownMethod == HttpMethod.Head && byMethod.TryGetValue("GET", out handler)))

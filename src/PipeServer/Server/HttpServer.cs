@@ -32,6 +32,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly HttpServerOptions _options;
     private readonly RequestHandler _app;
     private readonly ILogger _logger;
+    private readonly ILogger? _accessLog;
     private readonly PipeOptions _inputOptions, _outputOptions;
 
     // Guarded by nothing: ConcurrentDictionary. Invariant: an entry exists from before its connection's first
@@ -40,6 +41,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly CancellationTokenSource _acceptCts = new();
     private readonly CancellationTokenSource _abortCts = new();   // the deadline: every connection's token links to it
     private TcpListener? _listener;
+    private Socket? _listenSocket;     // the socket the accept loop reads: the TcpListener's, or one systemd passed us
+    private Socket? _inheritedSocket;
     private Task _acceptLoop = Task.CompletedTask;
     private Timer? _heartbeat;
     private long _nextConnectionId;
@@ -47,12 +50,13 @@ public sealed partial class HttpServer : IAsyncDisposable
     private long _totalConnections;
     private int _shutdownStarted;
 
-    public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null)
+    public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null, ILogger? accessLogger = null)
     {
         options.Validate();
         _options = options;
         _app = app;
         _logger = logger ?? NullLogger.Instance;
+        _accessLog = options.AccessLog ? accessLogger ?? _logger : null;
         // Bounded buffers: past the pause threshold the transport stops reading the socket (input) or the
         // handler's flush waits for the client to read (output). Memory per connection is capped either way.
         _inputOptions = new PipeOptions(pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2, useSynchronizationContext: false);
@@ -60,6 +64,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     public ServerLifetime Lifetime { get; } = new();
+    /// <summary>The metrics instruments (meter "PipeServer"), one meter per server instance.</summary>
+    public ServerMetrics Metrics { get; } = new();
     /// <summary>The bound endpoint (the real port when 0 was asked). Set by StartAsync.</summary>
     public IPEndPoint? EndPoint { get; private set; }
     public int ConnectionCount => _connections.Count;
@@ -71,22 +77,37 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails.</summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
-        var listener = new TcpListener(_options.Address, _options.Port);
-        // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
-        listener.Start(_options.ListenBacklog);
-        _listener = listener;
-        EndPoint = (IPEndPoint)listener.LocalEndpoint;
+        if (_inheritedSocket is not null)
+        {
+            _listenSocket = _inheritedSocket;
+            EndPoint = _inheritedSocket.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
+        }
+        else
+        {
+            var listener = new TcpListener(_options.Address, _options.Port);
+            // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
+            listener.Start(_options.ListenBacklog);
+            _listener = listener;
+            _listenSocket = listener.Server;
+            EndPoint = (IPEndPoint)listener.LocalEndpoint;
+        }
 
         // One tick for every connection's deadlines: fine enough that a timeout fires within a quarter of its length.
         var shortest = new[] { _options.RequestHeaderTimeout, _options.KeepAliveTimeout, _options.MinRequestBodyDataRateGracePeriod, _options.MinResponseDataRateGracePeriod }
             .Where(t => t > TimeSpan.Zero).Min();
         var tick = TimeSpan.FromMilliseconds(Math.Clamp(shortest.TotalMilliseconds / 4, 50, 1000));
         _heartbeat = new Timer(static s => ((HttpServer)s!).OnHeartbeat(), this, tick, tick);
-        _acceptLoop = AcceptLoopAsync(listener);
+        _acceptLoop = AcceptLoopAsync(_listenSocket);
         return Task.CompletedTask;
     }
 
-    private async Task AcceptLoopAsync(TcpListener listener)
+    /// <summary>Serve on an already-listening socket (systemd socket activation) instead of binding. Call before StartAsync.</summary>
+    public void UseListenSocket(Socket listening) => _inheritedSocket = listening;
+
+    /// <summary>Raised as each shutdown phase completes: (phase, what it did). sd_notify STATUS lines hang off it.</summary>
+    public event Action<string, string>? PhaseCompleted;
+
+    private async Task AcceptLoopAsync(Socket listener)
     {
         await Task.Yield();
         while (true)
@@ -94,7 +115,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             Socket socket;
             try
             {
-                socket = await listener.AcceptSocketAsync(_acceptCts.Token).ConfigureAwait(false);
+                socket = await listener.AcceptAsync(_acceptCts.Token).ConfigureAwait(false);
             }
             catch (Exception) when (_acceptCts.IsCancellationRequested)
             {
@@ -125,13 +146,16 @@ public sealed partial class HttpServer : IAsyncDisposable
         var transport = new SocketConnection(socket, _inputOptions, _outputOptions, entry.OnPeerFailure,
             _options.MinResponseDataRate, _options.MinResponseDataRateGracePeriod);
         entry.Transport = transport;
-        entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint);
+        entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
+            Metrics, _accessLog);
         _connections[id] = entry; // registered before it runs
         entry.Task = RunConnectionAsync(id, entry);
     }
 
     private async Task RunConnectionAsync(long id, ConnectionEntry entry)
     {
+        long started = Stopwatch.GetTimestamp();
+        Metrics.ConnectionStarted();
         try
         {
             var transport = entry.Transport.RunAsync();
@@ -145,6 +169,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         finally
         {
             _connections.TryRemove(id, out _); // removed after its socket is closed
+            Metrics.ConnectionStopped(entry.Protocol.EndReason, started);
         }
     }
 
@@ -156,6 +181,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private void RejectOverCapacity(Socket socket)
     {
         Interlocked.Increment(ref _rejectedConnections);
+        Metrics.ConnectionRejected();
         try
         {
             socket.Blocking = false;
@@ -204,7 +230,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private void MarkNotReady()
     {
         Lifetime.MarkNotReady();
-        LogPhase(_logger, "mark-not-ready", "readiness now reports 503");
+        Phase("mark-not-ready", "readiness now reports 503");
     }
 
     /// <summary>Phase 2: keep serving for the drain delay, closing each connection after its response.</summary>
@@ -212,7 +238,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         if (_options.DrainDelay <= TimeSpan.Zero) return;
         Lifetime.CloseConnectionsAfterResponse();
-        LogPhase(_logger, "drain-delay", $"serving with Connection: close for {_options.DrainDelay.TotalSeconds}s");
+        Phase("drain-delay", $"serving with Connection: close for {_options.DrainDelay.TotalSeconds}s");
         try { await Task.Delay(_options.DrainDelay, force).ConfigureAwait(false); }
         catch (OperationCanceledException) { }
     }
@@ -222,9 +248,10 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         _acceptCts.Cancel();
         _listener?.Stop();
+        _inheritedSocket?.Dispose(); // systemd keeps its own copy: connections queue there for the next instance
         try { await _acceptLoop.ConfigureAwait(false); } catch (Exception ex) { LogAcceptLoopFault(_logger, ex); }
         int open = _connections.Count;
-        LogPhase(_logger, "stop-accepting", $"listener closed; {open} connection(s) open");
+        Phase("stop-accepting", $"listener closed; {open} connection(s) open");
         return open;
     }
 
@@ -240,7 +267,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             if (entry.Protocol.State is ConnectionState.Idle or ConnectionState.New) idle++; else active++;
             entry.Protocol.RequestClose();
         }
-        LogPhase(_logger, "request-close", $"{idle} idle closed at once, {active} finishing their response");
+        Phase("request-close", $"{idle} idle closed at once, {active} finishing their response");
     }
 
     /// <summary>Phase 5: wait for every connection to finish, or for the deadline.</summary>
@@ -252,7 +279,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         catch (TimeoutException) { }
         catch (OperationCanceledException) { }
         bool drained = _connections.IsEmpty;
-        LogPhase(_logger, "wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
+        Phase("wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
         return drained;
     }
 
@@ -263,8 +290,8 @@ public sealed partial class HttpServer : IAsyncDisposable
         var remaining = _connections.Values.ToArray();
         foreach (var entry in remaining) entry.Protocol.Abort(ConnectionEndReason.Aborted);
         try { await Task.WhenAll(remaining.Select(e => e.Task)).WaitAsync(AbortGrace).ConfigureAwait(false); }
-        catch (TimeoutException) { LogPhase(_logger, "abort", $"{_connections.Count} connection(s) did not unwind within {AbortGrace.TotalSeconds}s"); }
-        LogPhase(_logger, "abort", $"{remaining.Length} connection(s) aborted");
+        catch (TimeoutException) { Phase("abort", $"{_connections.Count} connection(s) did not unwind within {AbortGrace.TotalSeconds}s"); }
+        Phase("abort", $"{remaining.Length} connection(s) aborted");
         return remaining.Length;
     }
 
@@ -277,6 +304,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         {
             _acceptCts.Cancel();
             _listener?.Stop();
+            _inheritedSocket?.Dispose();
             try { await _acceptLoop.ConfigureAwait(false); } catch (Exception) { }
             _abortCts.Cancel();
             foreach (var (_, entry) in _connections) entry.Protocol.Abort(ConnectionEndReason.Aborted);
@@ -286,6 +314,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         _acceptCts.Dispose();
         _abortCts.Dispose();
         Lifetime.Dispose();
+        Metrics.Dispose();
     }
 
     private sealed class ConnectionEntry
@@ -294,6 +323,12 @@ public sealed partial class HttpServer : IAsyncDisposable
         public Http1Connection Protocol = null!;
         public Task Task = Task.CompletedTask;
         public void OnPeerFailure() => Protocol?.OnPeerFailure();
+    }
+
+    private void Phase(string phase, string detail)
+    {
+        LogPhase(_logger, phase, detail);
+        PhaseCompleted?.Invoke(phase, detail);
     }
 
     [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "Shutdown phase {Phase}: {Detail}")]

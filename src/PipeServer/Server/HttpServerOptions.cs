@@ -57,6 +57,9 @@ public sealed record HttpServerOptions
     /// <summary>Output buffered per connection before a handler's flush waits for the client (backpressure). Default 64 KiB.</summary>
     public long MaxOutputBufferSize { get; init; } = 64 * 1024;
 
+    /// <summary>Log one line per request (method, path, status, bytes, duration, connection id) under the category "PipeServer.AccessLog". Default off.</summary>
+    public bool AccessLog { get; init; }
+
     /// <summary>Throws ArgumentException naming the first invalid value.</summary>
     public void Validate()
     {

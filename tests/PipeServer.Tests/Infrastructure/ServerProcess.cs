@@ -54,10 +54,13 @@ public sealed partial class ServerProcess : IDisposable
     }
 
     /// <summary>Starts the executable with exactly these arguments (for start-up failure tests).</summary>
-    public static ServerProcess Run(string[] args, IDictionary<string, string>? environment = null)
+    public static ServerProcess Run(string[] args, IDictionary<string, string>? environment = null) =>
+        RunCommand("dotnet", [ExecutablePath, .. args], environment);
+
+    /// <summary>Starts any command (e.g. systemd-socket-activate wrapping the server) with output captured.</summary>
+    public static ServerProcess RunCommand(string fileName, string[] args, IDictionary<string, string>? environment = null)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(ExecutablePath);
+        var psi = new ProcessStartInfo(fileName) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
         foreach (var key in psi.Environment.Keys.Where(k => k.StartsWith("PIPESERVER_", StringComparison.Ordinal)).ToList()) psi.Environment.Remove(key);
         if (environment is not null) foreach (var (k, v) in environment) psi.Environment[k] = v;

@@ -1,0 +1,101 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using PipeServer.Connections;
+
+namespace PipeServer.Server;
+
+// Where this sits: beside the request's journey, not in it. Http1Connection records one duration per
+// request; HttpServer records connection counts and durations. Names, units (seconds) and attribute keys
+// follow OpenTelemetry's HTTP semantic conventions, and the connection instruments follow Kestrel's
+// (kestrel.active_connections, kestrel.connection.duration, kestrel.rejected_connections).
+//
+// Recording must not allocate on the hot path: attributes go in a TagList (a struct holding up to eight
+// tags inline), status codes are pre-boxed once, and methods and routes are constant strings.
+
+/// <summary>The server's System.Diagnostics.Metrics instruments, on a meter named "PipeServer".</summary>
+public sealed class ServerMetrics : IDisposable
+{
+    public const string MeterName = "PipeServer";
+    private static readonly object[] BoxedStatus = Enumerable.Range(0, 600).Select(i => (object)i).ToArray();
+
+    private readonly Histogram<double> _requestDuration;
+    private readonly UpDownCounter<long> _activeRequests;
+    private readonly UpDownCounter<long> _activeConnections;
+    private readonly Histogram<double> _connectionDuration;
+    private readonly Counter<long> _rejectedConnections;
+
+    public ServerMetrics()
+    {
+        Meter = new Meter(MeterName, "1.0");
+        // Buckets sized for an HTTP server: 1 ms to 10 s (OpenTelemetry's advice for http.server.request.duration).
+        double[] buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+        _requestDuration = Meter.CreateHistogram<double>("http.server.request.duration", "s", "Duration of HTTP server requests.",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = buckets });
+        _activeRequests = Meter.CreateUpDownCounter<long>("http.server.active_requests", "{request}", "Number of active HTTP server requests.");
+        _activeConnections = Meter.CreateUpDownCounter<long>("pipeserver.active_connections", "{connection}", "Number of connections that are currently active on the server.");
+        _connectionDuration = Meter.CreateHistogram<double>("pipeserver.connection.duration", "s", "The duration of connections on the server.",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300] });
+        _rejectedConnections = Meter.CreateCounter<long>("pipeserver.rejected_connections", "{connection}", "Connections rejected because the server was at its connection limit.");
+    }
+
+    public Meter Meter { get; }
+
+    public void RequestStarted(string method)
+    {
+        if (_activeRequests.Enabled) _activeRequests.Add(1, new KeyValuePair<string, object?>("http.request.method", method));
+    }
+
+    /// <summary>Records one request's duration. <paramref name="wasActive"/> is false for a request refused before its handler ran (it never counted as active).</summary>
+    public void RequestStopped(string method, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
+    {
+        if (wasActive && _activeRequests.Enabled) _activeRequests.Add(-1, new KeyValuePair<string, object?>("http.request.method", method));
+        if (!_requestDuration.Enabled) return;
+        var tags = new TagList
+        {
+            { "http.request.method", method },
+            { "http.response.status_code", (uint)statusCode < BoxedStatus.Length ? BoxedStatus[statusCode] : statusCode },
+        };
+        if (route is not null) tags.Add("http.route", route);
+        if (errorType is not null) tags.Add("error.type", errorType);
+        _requestDuration.Record(Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds, tags);
+    }
+
+    public void ConnectionStarted()
+    {
+        if (_activeConnections.Enabled) _activeConnections.Add(1);
+    }
+
+    public void ConnectionStopped(ConnectionEndReason reason, long startTimestamp)
+    {
+        if (_activeConnections.Enabled) _activeConnections.Add(-1);
+        if (!_connectionDuration.Enabled) return;
+        var error = ErrorType(reason);
+        var elapsed = Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds;
+        if (error is null) _connectionDuration.Record(elapsed);
+        else _connectionDuration.Record(elapsed, new KeyValuePair<string, object?>("error.type", error));
+    }
+
+    public void ConnectionRejected()
+    {
+        if (_rejectedConnections.Enabled) _rejectedConnections.Add(1);
+    }
+
+    /// <summary>Kestrel-style error.type for a connection end; null for the normal ends.</summary>
+    public static string? ErrorType(ConnectionEndReason reason) => reason switch
+    {
+        ConnectionEndReason.ClientClosed or ConnectionEndReason.ConnectionCloseRequested or ConnectionEndReason.ServerDrained => null,
+        ConnectionEndReason.ClientAborted => "connection_reset",
+        ConnectionEndReason.KeepAliveTimeout => "keep_alive_timeout",
+        ConnectionEndReason.RequestHeadersTimeout => "request_headers_timeout",
+        ConnectionEndReason.RequestBodyTimeout => "min_request_body_data_rate",
+        ConnectionEndReason.ResponseTimeout => "min_response_data_rate",
+        ConnectionEndReason.BadRequest => "invalid_request",
+        ConnectionEndReason.ApplicationError => "app_error",
+        ConnectionEndReason.Aborted => "shutdown_deadline",
+        ConnectionEndReason.MaxConnectionsReached => "max_connections",
+        ConnectionEndReason.UnreadBodyTooLarge => "unread_body_too_large",
+        _ => "unknown",
+    };
+
+    public void Dispose() => Meter.Dispose();
+}
