@@ -9,6 +9,7 @@
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
 #   ./build.sh soak [MINUTES]        steady load; RSS at start and end; registry back to zero (installs wrk)
+#   ./build.sh lb-test [SECONDS]     rolling restart of two instances behind HAProxy under load (installs haproxy, wrk)
 #   ./build.sh fuzz [SECONDS]        AFL++ + SharpFuzz over the parser and chunked decoder (installs afl++)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -60,8 +61,9 @@ case "$verb" in
   slowloris) exec bash scripts/slowloris.sh "$@" ;;
   soak) exec bash scripts/soak.sh "$@" ;;
   fuzz) exec bash scripts/fuzz.sh "$@" ;;
+  lb-test) exec bash scripts/lb-test.sh "$@" ;;
   *)
-    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish|load [s]|slowloris|soak [min]|fuzz [s]}" >&2
+    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish|load [s]|slowloris|soak [min]|fuzz [s]|lb-test [s]}" >&2
     exit 2
     ;;
 esac
