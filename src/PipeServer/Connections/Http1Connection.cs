@@ -215,6 +215,9 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private void SetEndReason(ConnectionEndReason reason) =>
         Interlocked.CompareExchange(ref _endReason, (int)reason, (int)ConnectionEndReason.Unknown);
 
+    // Pooled builders: these methods suspend on every keep-alive wait, and a fresh state-machine box per
+    // request would be the only allocation left on the hot path.
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<HeadOutcome> ReadRequestHeadAsync(PipeReader input, PipeWriter output)
     {
         _head.Reset();
@@ -323,6 +326,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     }
 
     /// <summary>Runs one request. Returns whether the connection may serve another.</summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> ProcessRequestAsync()
     {
         var input = _transport.Input;
@@ -394,6 +398,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     /// <summary>Set when a request ends in error without an exception escaping (abort, rejection, failed handler).</summary>
     private string? _requestErrorType;
 
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> RunHandlerAsync()
     {
         _requestErrorType = null;

@@ -23,7 +23,17 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
         _fields.Add(new(name, value));
     }
 
-    public bool Remove(string name) => _fields.RemoveAll(f => string.Equals(f.Key, name, StringComparison.OrdinalIgnoreCase)) > 0;
+    public bool Remove(string name)
+    {
+        bool removed = false;
+        for (int i = _fields.Count - 1; i >= 0; i--)
+        {
+            if (!string.Equals(_fields[i].Key, name, StringComparison.OrdinalIgnoreCase)) continue;
+            _fields.RemoveAt(i);
+            removed = true;
+        }
+        return removed;
+    }
 
     public bool Contains(string name) => IndexOf(name) >= 0;
 

@@ -23,6 +23,12 @@ public sealed class HttpRequest
     public string Query => _head.Query;
     public HttpVersion Version => _head.Version;
     public HttpHeaders Headers => _head.Headers;
+    /// <summary>The first value of a header, or null (cheaper than <see cref="Headers"/> when only one is needed).</summary>
+    public string? GetHeader(string name) => _head.GetHeader(name);
+    /// <summary>The path as sent, before percent-decoding: what the router matches, without making a string.</summary>
+    public ReadOnlySpan<byte> RawPath => _head.RawPath;
+    public bool PathHasEscapes => _head.PathHasEscapes;
+    public RequestTargetForm TargetForm => _head.TargetForm;
     /// <summary>Content-Length as sent, or null (no body, or chunked).</summary>
     public long? ContentLength => _head.ContentLength >= 0 ? _head.ContentLength : null;
     public bool IsChunked => _head.IsChunked;

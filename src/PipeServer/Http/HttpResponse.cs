@@ -109,10 +109,15 @@ public sealed class HttpResponse
     public ValueTask WriteJsonAsync<T>(T value, JsonTypeInfo<T> typeInfo)
     {
         ContentType = "application/json";
-        using var writer = new Utf8JsonWriter((IBufferWriter<byte>)_body, default);
-        JsonSerializer.Serialize(writer, value, typeInfo);
+        // One writer per connection, reset per use: a Utf8JsonWriter is a class, and this is the hot path of /json.
+        if (_jsonWriter is null) _jsonWriter = new Utf8JsonWriter((IBufferWriter<byte>)_body);
+        else _jsonWriter.Reset((IBufferWriter<byte>)_body);
+        JsonSerializer.Serialize(_jsonWriter, value, typeInfo);
+        _jsonWriter.Flush();
         return ValueTask.CompletedTask;
     }
+
+    private Utf8JsonWriter? _jsonWriter;
 
     /// <summary>Sends the head and what is buffered now; later writes stream.</summary>
     public async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) =>

@@ -8,22 +8,87 @@ namespace PipeServer.Http;
 // rules of RFC 9112 §6 before any body byte is read. One instance per connection, reset per request.
 
 /// <summary>The parsed and validated request line and header section of one request.</summary>
+/// <remarks>
+/// The parser's spans point into the connection's buffer, which is released as soon as the head is
+/// consumed, so the head's bytes are copied once into a per-connection array. Strings (target, path,
+/// query, header names and values) are made from those bytes only when something asks for them: a
+/// handler that never reads a header never pays for one, and the router matches the path as bytes.
+/// </remarks>
 public sealed class RequestHead : IHttpHeadHandler
 {
+    private struct HeaderSlot
+    {
+        public string? KnownName;
+        public int NameStart, NameLength, ValueStart, ValueLength;
+    }
+
     private int _hostCount;
     private bool _sawTransferEncoding, _unknownCoding, _chunkedNotLast;
     private int _chunkedCount;
 
+    // The head's bytes, copied from the parser's spans: [target][custom method][header names and values].
+    private byte[] _raw = new byte[1024];
+    private int _rawLength;
+    private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
+    private bool _pathHasEscapes;
+    private HeaderSlot[] _slots = new HeaderSlot[16];
+    private int _slotCount;
+
+    // Strings made on first use, until the next Reset.
+    private string? _methodName, _target, _path, _query;
+    private readonly HttpHeaders _headers = new();
+    private bool _headersMaterialized;
+
     public HttpMethod Method { get; private set; }
-    public string MethodName { get; private set; } = "GET";
-    public string Target { get; private set; } = "/";
+    public string MethodName => _methodName ??= Method == HttpMethod.Custom
+        ? Encoding.ASCII.GetString(_raw, _methodStart, _methodLength) : HttpMethods.ToName(Method);
+    /// <summary>The request target exactly as sent.</summary>
+    public string Target => _target ??= Encoding.ASCII.GetString(_raw, _targetStart, _targetLength);
     public RequestTargetForm TargetForm { get; private set; }
     /// <summary>The path, percent-decoded as UTF-8 except that "%2F" stays encoded so it cannot become a segment separator.</summary>
-    public string Path { get; private set; } = "/";
+    public string Path => _path ??= _pathHasEscapes
+        ? PercentDecodePath(RawPath) ?? throw new InvalidOperationException("validated at parse time")
+        : Encoding.ASCII.GetString(RawPath);
+    /// <summary>The path as sent (before percent-decoding), as bytes.</summary>
+    public ReadOnlySpan<byte> RawPath => _raw.AsSpan(_pathStart, _pathLength);
+    /// <summary>True when the path contains percent-escapes (so <see cref="RawPath"/> differs from <see cref="Path"/>).</summary>
+    public bool PathHasEscapes => _pathHasEscapes;
     /// <summary>The query without its leading '?', or empty.</summary>
-    public string Query { get; private set; } = "";
+    public string Query => _query ??= _queryLength == 0 ? "" : Encoding.ASCII.GetString(_raw, _queryStart, _queryLength);
     public HttpVersion Version { get; private set; }
-    public HttpHeaders Headers { get; } = new();
+
+    /// <summary>The header fields, in order (made into strings on first access).</summary>
+    public HttpHeaders Headers
+    {
+        get
+        {
+            if (!_headersMaterialized)
+            {
+                _headersMaterialized = true;
+                for (int i = 0; i < _slotCount; i++)
+                {
+                    ref var slot = ref _slots[i];
+                    _headers.Add(slot.KnownName ?? Encoding.ASCII.GetString(_raw, slot.NameStart, slot.NameLength),
+                        Encoding.Latin1.GetString(_raw, slot.ValueStart, slot.ValueLength));
+                }
+            }
+            return _headers;
+        }
+    }
+
+    /// <summary>The first value of a header, or null, without materialising the others.</summary>
+    public string? GetHeader(string name)
+    {
+        if (_headersMaterialized) return _headers[name];
+        for (int i = 0; i < _slotCount; i++)
+        {
+            ref var slot = ref _slots[i];
+            if (slot.KnownName is { } known ? string.Equals(known, name, StringComparison.OrdinalIgnoreCase)
+                : Ascii.EqualsIgnoreCase(_raw.AsSpan(slot.NameStart, slot.NameLength), name))
+                return Encoding.Latin1.GetString(_raw, slot.ValueStart, slot.ValueLength);
+        }
+        return null;
+    }
 
     /// <summary>The Content-Length, or -1 when none was sent.</summary>
     public long ContentLength { get; private set; } = -1;
@@ -36,48 +101,85 @@ public sealed class RequestHead : IHttpHeadHandler
 
     public void Reset()
     {
-        Headers.Clear();
+        if (_headersMaterialized) _headers.Clear();
+        _headersMaterialized = false;
+        _slotCount = 0;
+        _rawLength = 0;
+        _methodName = _target = _path = _query = null;
+        _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = 0;
+        _pathHasEscapes = false;
         _hostCount = 0; _sawTransferEncoding = false; _unknownCoding = false; _chunkedNotLast = false; _chunkedCount = 0;
         ContentLength = -1; IsChunked = false; ExpectContinue = false; KeepAlive = false;
         _connectionClose = false; _connectionKeepAlive = false;
-        Query = "";
+    }
+
+    /// <summary>Copies bytes into the head's own array; returns where they start.</summary>
+    private int Store(ReadOnlySpan<byte> bytes)
+    {
+        if (_rawLength + bytes.Length > _raw.Length)
+            Array.Resize(ref _raw, Math.Max(_raw.Length * 2, _rawLength + bytes.Length));
+        int start = _rawLength;
+        bytes.CopyTo(_raw.AsSpan(start));
+        _rawLength += bytes.Length;
+        return start;
     }
 
     public RequestRejectionReason OnRequestLine(in RequestLine line)
     {
         Method = line.Method;
-        MethodName = line.Method == HttpMethod.Custom ? Encoding.ASCII.GetString(line.MethodBytes) : HttpMethods.ToName(line.Method);
         Version = line.Version;
         TargetForm = line.Form;
-        Target = Encoding.ASCII.GetString(line.Target);
+        _targetStart = Store(line.Target);
+        _targetLength = line.Target.Length;
+        if (line.Method == HttpMethod.Custom)
+        {
+            _methodStart = Store(line.MethodBytes);
+            _methodLength = line.MethodBytes.Length;
+        }
 
+        if (line.Form is RequestTargetForm.Asterisk or RequestTargetForm.Authority)
+        {
+            _pathStart = _targetStart;
+            _pathLength = _targetLength;
+            return RequestRejectionReason.None;
+        }
+
+        int offset = 0;
         ReadOnlySpan<byte> pathAndQuery = line.Target;
         if (line.Form == RequestTargetForm.Absolute)
         {
             // absolute-form: skip "scheme://authority"; the path starts at the next '/' (or is "/").
             int authorityStart = pathAndQuery.IndexOf("://"u8) + 3;
             int slash = pathAndQuery[authorityStart..].IndexOfAny((byte)'/', (byte)'?');
-            pathAndQuery = slash < 0 ? "/"u8 : pathAndQuery[(authorityStart + slash)..];
-        }
-        else if (line.Form is RequestTargetForm.Asterisk or RequestTargetForm.Authority)
-        {
-            Path = Target;
-            return RequestRejectionReason.None;
+            if (slash < 0) { offset = -1; pathAndQuery = default; }
+            else { offset = authorityStart + slash; pathAndQuery = pathAndQuery[offset..]; }
         }
 
         int q = pathAndQuery.IndexOf((byte)'?');
-        var rawPath = q < 0 ? pathAndQuery : pathAndQuery[..q];
-        if (rawPath.Length == 0) rawPath = "/"u8;
-        Query = q < 0 ? "" : Encoding.ASCII.GetString(pathAndQuery[(q + 1)..]);
-        var path = PercentDecodePath(rawPath);
-        if (path is null) return RequestRejectionReason.InvalidRequestTarget;
-        Path = path;
+        int pathLength = q < 0 ? pathAndQuery.Length : q;
+        if (offset < 0 || pathLength == 0)
+        {
+            _pathStart = Store("/"u8);
+            _pathLength = 1;
+        }
+        else
+        {
+            _pathStart = _targetStart + offset;
+            _pathLength = pathLength;
+        }
+        if (q >= 0)
+        {
+            _queryStart = _targetStart + offset + q + 1;
+            _queryLength = pathAndQuery.Length - q - 1;
+        }
+        _pathHasEscapes = RawPath.IndexOf((byte)'%') >= 0;
+        if (_pathHasEscapes && !IsValidEscapedPath(RawPath)) return RequestRejectionReason.InvalidRequestTarget;
         return RequestRejectionReason.None;
     }
 
     public RequestRejectionReason OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value)
     {
-        string headerName = KnownHeaders.Name(name);
+        string? headerName = KnownHeaders.TryGetName(name);
         switch (headerName)
         {
             case KnownHeaders.Host:
@@ -104,7 +206,13 @@ public sealed class RequestHead : IHttpHeadHandler
                 if (Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
                 break;
         }
-        Headers.Add(headerName, Encoding.Latin1.GetString(value));
+        if (_slotCount == _slots.Length) Array.Resize(ref _slots, _slots.Length * 2);
+        ref var slot = ref _slots[_slotCount++];
+        slot.KnownName = headerName;
+        slot.NameStart = headerName is null ? Store(name) : 0;
+        slot.NameLength = name.Length;
+        slot.ValueStart = Store(value);
+        slot.ValueLength = value.Length;
         return RequestRejectionReason.None;
     }
 
@@ -161,6 +269,21 @@ public sealed class RequestHead : IHttpHeadHandler
             length = length * 10 + digit;
         }
         return true;
+    }
+
+    /// <summary>Every '%' starts a valid escape and the decoded bytes are valid UTF-8 — checked without allocating.</summary>
+    private static bool IsValidEscapedPath(ReadOnlySpan<byte> raw)
+    {
+        Span<byte> buffer = raw.Length <= 1024 ? stackalloc byte[raw.Length] : new byte[raw.Length];
+        int n = 0;
+        for (int i = 0; i < raw.Length; i++)
+        {
+            if (raw[i] != (byte)'%') { buffer[n++] = raw[i]; continue; }
+            if (i + 2 >= raw.Length || !IsHex(raw[i + 1]) || !IsHex(raw[i + 2])) return false;
+            buffer[n++] = (byte)(HexValue(raw[i + 1]) << 4 | HexValue(raw[i + 2]));
+            i += 2;
+        }
+        return System.Text.Unicode.Utf8.IsValid(buffer[..n]);
     }
 
     private static string? PercentDecodePath(ReadOnlySpan<byte> raw)
@@ -228,10 +351,13 @@ public static class KnownHeaders
     ];
     private static readonly byte[][] CommonBytes = Common.Select(Encoding.ASCII.GetBytes).ToArray();
 
-    public static string Name(ReadOnlySpan<byte> name)
+    public static string Name(ReadOnlySpan<byte> name) => TryGetName(name) ?? Encoding.ASCII.GetString(name);
+
+    /// <summary>The canonical name of a common header, or null for any other.</summary>
+    public static string? TryGetName(ReadOnlySpan<byte> name)
     {
         for (int i = 0; i < CommonBytes.Length; i++)
             if (CommonBytes[i].Length == name.Length && Ascii.EqualsIgnoreCase(name, CommonBytes[i])) return Common[i];
-        return Encoding.ASCII.GetString(name);
+        return null;
     }
 }

@@ -31,12 +31,12 @@ public sealed class Router
     public ValueTask HandleAsync(HttpRequest request, HttpResponse response)
     {
         _frozen = true;
-        if (request.Path == "*" && request.KnownMethod == HttpMethod.Options)
+        if (request.TargetForm == RequestTargetForm.Asterisk && request.KnownMethod == HttpMethod.Options)
         {
             response.StatusCode = 204;
             return ValueTask.CompletedTask;
         }
-        if (!_routes.TryGetValue(request.Path, out var byMethod) || !_routeNames.TryGetValue(request.Path, out var routeName))
+        if (!TryFind(request, out var byMethod, out var routeName))
         {
             response.StatusCode = 404;
             return response.WriteTextAsync("Not Found");
@@ -57,6 +57,27 @@ public sealed class Router
         response.StatusCode = 405;
         response.Headers.Set("Allow", allow);
         return response.WriteTextAsync("Method Not Allowed");
+    }
+
+    /// <summary>
+    /// Looks the path up without making a string of it: an unescaped ASCII path is widened into a stack
+    /// buffer and matched through the dictionary's span lookup (the hot path allocates nothing).
+    /// </summary>
+    private bool TryFind(HttpRequest request, out Dictionary<string, RequestHandler> byMethod, out string routeName)
+    {
+        var raw = request.RawPath;
+        if (!request.PathHasEscapes && raw.Length <= 512)
+        {
+            Span<char> chars = stackalloc char[raw.Length];
+            System.Text.Ascii.ToUtf16(raw, chars, out _);
+            var lookup = _routeNames.GetAlternateLookup<ReadOnlySpan<char>>();
+            if (lookup.TryGetValue(chars, out routeName!)) { byMethod = _routes[routeName]; return true; }
+            byMethod = null!;
+            return false;
+        }
+        if (_routeNames.TryGetValue(request.Path, out routeName!)) { byMethod = _routes[routeName]; return true; }
+        byMethod = null!;
+        return false;
     }
 
     private static IEnumerable<string> AllowedMethods(Dictionary<string, RequestHandler> byMethod)

@@ -162,7 +162,7 @@ public class ShutdownProcessTests
     {
         using var server = await ServerProcess.StartAsync();
         await using var c = await RawConnection.ConnectAsync(server.Port);
-        await c.SendAsync("GET /slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await c.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n");
         await Task.Delay(300);
         server.Signal(signal);
         var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
