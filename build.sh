@@ -4,7 +4,9 @@
 #   ./build.sh build                 compile everything (Release)
 #   ./build.sh test                  run every test project; ends with "N passed, M failed"
 #   ./build.sh run [server options]  run the server in the foreground (./build.sh run --help for options)
-#   ./build.sh bench [BDN args]      BenchmarkDotNet micro-benchmarks (e.g. --filter '*Parser*')
+#   ./build.sh bench                 micro-benchmarks, then the end-to-end comparison with Kestrel
+#   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
+#   ./build.sh bench e2e [R] [S]     PipeServer vs Kestrel under wrk: R rounds of S seconds (installs wrk)
 #   ./build.sh publish               framework-dependent release build in artifacts/publish
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
@@ -51,7 +53,14 @@ case "$verb" in
     exec dotnet "src/PipeServer/bin/$CONFIG/net10.0/PipeServer.dll" "$@"
     ;;
   bench)
-    dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- "${@:---filter *}"
+    sub="${1:-all}"; [ $# -gt 0 ] && shift
+    case "$sub" in
+      micro) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- "${@:---filter *}" ;;
+      e2e) bash scripts/bench-e2e.sh "$@" ;;
+      all) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- --filter '*'
+           bash scripts/bench-e2e.sh ;;
+      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds]]" >&2; exit 2 ;;
+    esac
     ;;
   publish)
     dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"

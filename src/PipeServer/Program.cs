@@ -75,7 +75,7 @@ public static class Program
         };
         if (options.HeartbeatInterval > TimeSpan.Zero)
             services.Add(new HeartbeatService(options.HeartbeatInterval,
-                () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted", logger));
+                () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted, GC gen0={GC.CollectionCount(0)} gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)}", logger));
 
         // The deadline for stopping every service: the server's own phases plus a margin for the abort grace.
         var stopTimeout = options.Server.DrainDelay + options.Server.ShutdownTimeout + TimeSpan.FromSeconds(5);
@@ -106,6 +106,8 @@ public static class Program
         using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 
         var outcome = await manager.RunAsync(root, force.Token);
+        logger.LogInformation("GC collections: gen0={Gen0} gen1={Gen1} gen2={Gen2}; {Allocated} bytes allocated in total",
+            GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalAllocatedBytes());
         return outcome switch
         {
             RunOutcome.Clean => ExitClean,

@@ -114,7 +114,9 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     break;
                 }
                 ClearTimeout();
-                if (!await ProcessRequestAsync().ConfigureAwait(false)) break;
+                bool keepGoing = await ProcessRequestAsync().ConfigureAwait(false);
+                _head.Release();
+                if (!keepGoing) break;
 
                 Volatile.Write(ref _state, (int)ConnectionState.Idle);
                 SetTimeout(TimeoutKind.KeepAlive, _options.KeepAliveTimeout);
@@ -135,6 +137,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         {
             Volatile.Write(ref _state, (int)ConnectionState.Closed);
             ClearTimeout();
+            _head.Release();
             if (_outputPending)
             {
                 try { await output.FlushAsync().ConfigureAwait(false); } catch (Exception ex) when (IsExpectedDisconnect(ex)) { }

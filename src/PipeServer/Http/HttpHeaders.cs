@@ -8,7 +8,7 @@ namespace PipeServer.Http;
 /// </summary>
 public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
 {
-    private readonly List<KeyValuePair<string, string>> _fields = new(16);
+    private readonly List<KeyValuePair<string, string>> _fields = []; // grows on first use: an idle connection holds no array
 
     public int Count => _fields.Count;
 

@@ -245,7 +245,7 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         Written = 0;
         _responseCompleted = false;
         _chunkFull = default;
-        if (_buffer.Length > 16 * 1024) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
+        if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
     }
 
     public void DiscardBuffered()
@@ -349,8 +349,20 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     private void StartAndMoveBuffered(bool complete)
     {
         response.Start(_buffered, complete);
+        try { MoveBuffered(); }
+        finally
+        {
+            // The staging buffer goes back to the pool as soon as its bytes are in the output: a keep-alive
+            // connection between requests holds no response memory.
+            if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
+            _buffer = [];
+            _buffered = 0;
+        }
+    }
+
+    private void MoveBuffered()
+    {
         var pending = _buffer.AsSpan(0, _buffered);
-        _buffered = 0;
         if (pending.Length == 0) return;
         switch (response.Framing)
         {

@@ -27,11 +27,11 @@ public sealed class RequestHead : IHttpHeadHandler
     private int _chunkedCount;
 
     // The head's bytes, copied from the parser's spans: [target][custom method][header names and values].
-    private byte[] _raw = new byte[1024];
+    private byte[] _raw = [];   // rented from the pool for the life of one request (see Release)
     private int _rawLength;
     private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
     private bool _pathHasEscapes;
-    private HeaderSlot[] _slots = new HeaderSlot[16];
+    private HeaderSlot[] _slots = [];
     private int _slotCount;
 
     // Strings made on first use, until the next Reset.
@@ -113,11 +113,29 @@ public sealed class RequestHead : IHttpHeadHandler
         _connectionClose = false; _connectionKeepAlive = false;
     }
 
+    /// <summary>
+    /// Returns the head's byte array to the pool once the request is finished, so an idle keep-alive
+    /// connection holds none. Strings not yet made from it cannot be made afterwards.
+    /// </summary>
+    public void Release()
+    {
+        if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
+        _raw = [];
+        _rawLength = 0;
+        _slotCount = 0;
+        _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
+    }
+
     /// <summary>Copies bytes into the head's own array; returns where they start.</summary>
     private int Store(ReadOnlySpan<byte> bytes)
     {
         if (_rawLength + bytes.Length > _raw.Length)
-            Array.Resize(ref _raw, Math.Max(_raw.Length * 2, _rawLength + bytes.Length));
+        {
+            var bigger = System.Buffers.ArrayPool<byte>.Shared.Rent(Math.Max(Math.Max(_raw.Length * 2, 512), _rawLength + bytes.Length));
+            _raw.AsSpan(0, _rawLength).CopyTo(bigger);
+            if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
+            _raw = bigger;
+        }
         int start = _rawLength;
         bytes.CopyTo(_raw.AsSpan(start));
         _rawLength += bytes.Length;
@@ -206,7 +224,7 @@ public sealed class RequestHead : IHttpHeadHandler
                 if (Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
                 break;
         }
-        if (_slotCount == _slots.Length) Array.Resize(ref _slots, _slots.Length * 2);
+        if (_slotCount == _slots.Length) Array.Resize(ref _slots, Math.Max(8, _slots.Length * 2));
         ref var slot = ref _slots[_slotCount++];
         slot.KnownName = headerName;
         slot.NameStart = headerName is null ? Store(name) : 0;

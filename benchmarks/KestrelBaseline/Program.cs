@@ -1,0 +1,49 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+
+// Kestrel at its fastest, not at its most convenient: one terminal middleware writing preformatted bytes
+// with a Content-Length (the shape of TechEmpower's ASP.NET Core "platform" entries), logging off, and the
+// Server header on, as PipeServer sends one too.
+// Usage: KestrelBaseline --urls http://127.0.0.1:PORT
+var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = args });
+builder.WebHost.UseKestrelCore().ConfigureKestrel(o => o.AddServerHeader = true);
+builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:5000");
+var app = builder.Build();
+
+byte[] plaintext = "Hello, World!"u8.ToArray();
+app.Run(async context =>
+{
+    var response = context.Response;
+    var path = context.Request.Path.Value;
+    if (path == "/plaintext")
+    {
+        response.StatusCode = 200;
+        response.ContentType = "text/plain";
+        response.ContentLength = plaintext.Length;
+        await response.Body.WriteAsync(plaintext);
+    }
+    else if (path == "/json")
+    {
+        response.StatusCode = 200;
+        response.ContentType = "application/json";
+        var message = new JsonMessage("Hello, World!");
+        response.ContentLength = 27;
+        await JsonSerializer.SerializeAsync(response.Body, message, BaselineJsonContext.Default.JsonMessage);
+    }
+    else if (path == "/healthz")
+    {
+        response.StatusCode = 200;
+    }
+    else
+    {
+        response.StatusCode = 404;
+    }
+});
+Console.WriteLine("Listening on " + (builder.Configuration["urls"] ?? "http://127.0.0.1:5000"));
+await app.RunAsync();
+
+public readonly record struct JsonMessage([property: JsonPropertyName("message")] string Message);
+
+[JsonSerializable(typeof(JsonMessage))]
+internal sealed partial class BaselineJsonContext : JsonSerializerContext;
