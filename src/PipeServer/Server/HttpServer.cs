@@ -34,6 +34,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly ILogger? _accessLog;
     private readonly PipeOptions _inputOptions, _outputOptions;
+    private readonly BlockMemoryPool _blocks = new(); // every connection's pipe segments
 
     // Guarded by nothing: ConcurrentDictionary. Invariant: an entry exists from before its connection's first
     // byte is processed until after its socket is disposed.
@@ -59,8 +60,10 @@ public sealed partial class HttpServer : IAsyncDisposable
         _accessLog = options.AccessLog ? accessLogger ?? _logger : null;
         // Bounded buffers: past the pause threshold the transport stops reading the socket (input) or the
         // handler's flush waits for the client to read (output). Memory per connection is capped either way.
-        _inputOptions = new PipeOptions(pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2, useSynchronizationContext: false);
-        _outputOptions = new PipeOptions(pauseWriterThreshold: options.MaxOutputBufferSize, resumeWriterThreshold: options.MaxOutputBufferSize / 2, useSynchronizationContext: false);
+        _inputOptions = new PipeOptions(_blocks, pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2,
+            minimumSegmentSize: BlockMemoryPool.BlockSize, useSynchronizationContext: false);
+        _outputOptions = new PipeOptions(_blocks, pauseWriterThreshold: options.MaxOutputBufferSize, resumeWriterThreshold: options.MaxOutputBufferSize / 2,
+            minimumSegmentSize: BlockMemoryPool.BlockSize, useSynchronizationContext: false);
     }
 
     public ServerLifetime Lifetime { get; } = new();
@@ -315,6 +318,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         _abortCts.Dispose();
         Lifetime.Dispose();
         Metrics.Dispose();
+        _blocks.Dispose();
     }
 
     private sealed class ConnectionEntry
