@@ -7,7 +7,7 @@
 #   ./build.sh bench                 micro-benchmarks, then the end-to-end comparison with Kestrel
 #   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
 #   ./build.sh bench e2e [R] [S]     PipeServer vs Kestrel under wrk: R rounds of S seconds (installs wrk)
-#   ./build.sh publish               framework-dependent release build in artifacts/publish
+#   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
 #   ./build.sh soak [MINUTES]        steady load; RSS at start and end; registry back to zero (installs wrk)
@@ -63,8 +63,17 @@ case "$verb" in
     esac
     ;;
   publish)
-    dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"
-    echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.dll)"
+    if [ "${1:-}" = "--aot" ]; then
+      shift
+      # Native AOT: one self-contained native executable. Needs clang (or gcc) and zlib headers to link.
+      command -v clang >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { apt-get install -y clang >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y clang; }; }
+      [ -e /usr/include/zlib.h ] || { apt-get install -y zlib1g-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y zlib1g-dev; }; }
+      dotnet publish src/PipeServer/PipeServer.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot "$@"
+      echo "published artifacts/publish-aot/PipeServer ($(du -h artifacts/publish-aot/PipeServer | cut -f1), native, no .NET runtime needed)"
+    else
+      dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"
+      echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.dll)"
+    fi
     ;;
   load) exec bash scripts/load.sh "$@" ;;
   slowloris) exec bash scripts/slowloris.sh "$@" ;;
