@@ -105,6 +105,7 @@ echo "== memory per idle keep-alive connection (${IDLE_CONNECTIONS})"
 declare -A IDLE
 start_servers
 for s in pipeserver kestrel; do
+  if [ "${SKIP_IDLE:-0}" = "1" ]; then IDLE[$s]="n/a"; continue; fi
   rss0=$(awk '/VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
   taskset -c 1 dotnet "$TOOLS_DLL" idle --port "${PORT[$s]}" --count "$IDLE_CONNECTIONS" --hold 8 >"$WORK/idle.$s" 2>&1 &
   tool=$!
