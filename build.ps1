@@ -1,5 +1,6 @@
 # PipeServer's one entry point on PowerShell: the same verbs as build.sh.
-#   ./build.ps1 build | test | run [server options] | bench [BDN args] | publish
+#   ./build.ps1 build | test | run [server options] | bench [micro|e2e] | publish [--aot]
+#               load | slowloris | soak | fuzz | lb-test   (Linux: they call the bash scripts)
 param([Parameter(Position = 0)][string]$Verb = "build", [Parameter(ValueFromRemainingArguments = $true)][string[]]$Rest = @())
 $ErrorActionPreference = "Stop"
 Set-Location $PSScriptRoot
@@ -30,12 +31,31 @@ switch ($Verb) {
     exit $LASTEXITCODE
   }
   "bench" {
-    $benchArgs = if ($Rest.Count -gt 0) { $Rest } else { @("--filter", "*") }
-    Invoke-Step { dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- @benchArgs }
+    $sub = if ($Rest.Count -gt 0) { $Rest[0] } else { "all" }
+    $more = if ($Rest.Count -gt 1) { $Rest[1..($Rest.Count - 1)] } else { @() }
+    switch ($sub) {
+      "micro" {
+        $benchArgs = if ($more.Count -gt 0) { $more } else { @("--filter", "*") }
+        Invoke-Step { dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- @benchArgs }
+      }
+      "e2e" { Invoke-Step { bash scripts/bench-e2e.sh @more } }
+      default {
+        Invoke-Step { dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- --filter "*" }
+        Invoke-Step { bash scripts/bench-e2e.sh }
+      }
+    }
   }
   "publish" {
-    Invoke-Step { dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish @Rest }
-    Write-Output "published to artifacts/publish"
+    if ($Rest.Count -gt 0 -and $Rest[0] -eq "--aot") {
+      $more = if ($Rest.Count -gt 1) { $Rest[1..($Rest.Count - 1)] } else { @() }
+      Invoke-Step { dotnet publish src/PipeServer/PipeServer.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot @more }
+      Write-Output "published artifacts/publish-aot/PipeServer (Native AOT)"
+    } else {
+      Invoke-Step { dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish @Rest }
+      Write-Output "published to artifacts/publish"
+    }
   }
-  default { Write-Error "usage: ./build.ps1 {build|test|run [options]|bench [args]|publish}"; exit 2 }
+  # The load verbs drive Linux tools (wrk, slowhttptest, afl++, haproxy): they run the same bash scripts.
+  { $_ -in @("load", "slowloris", "soak", "fuzz", "lb-test") } { Invoke-Step { bash "scripts/$Verb.sh" @Rest } }
+  default { Write-Error "usage: ./build.ps1 {build|test|run [options]|bench [micro|e2e]|publish [--aot]|load|slowloris|soak|fuzz|lb-test}"; exit 2 }
 }
