@@ -54,6 +54,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private volatile bool _drainRequested;
     private bool _expectContinue, _continueSent, _forceClose, _outputPending;
     private long _requestStarted;      // Stopwatch timestamp of the first byte of the current request
+    private readonly bool _timed;      // only read the clock when metrics or the access log can use it
     private bool _headLineParsed;
 
     // Timeouts: one deadline at a time, checked by the server's heartbeat (see OnHeartbeat).
@@ -72,6 +73,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         _metrics = metrics;
         _accessLog = accessLog;
+        _timed = accessLog is not null || metrics is not null;
         Id = id;
         _transport = transport;
         _control = control;
@@ -226,7 +228,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _head.Reset();
         _headerState.Reset();
         _headLineParsed = false;
-        _requestStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        _requestStarted = _timed ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         bool lineDone = false, anyBytes = false, tryFirst = true;
         int emptyLines = 0;
 
@@ -282,7 +284,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             if (!buffer.IsEmpty && !anyBytes)
             {
                 anyBytes = true;
-                _requestStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+                if (_timed) _requestStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 Volatile.Write(ref _state, (int)ConnectionState.Active);
                 // The header timeout runs from the first byte of a request (from accept for the first one).
                 if (_timeoutKind == TimeoutKind.KeepAlive) SetTimeout(TimeoutKind.RequestHeaders, _options.RequestHeaderTimeout);

@@ -85,22 +85,33 @@ public sealed class HttpResponse
         _body.Reset(owner.Output);
     }
 
-    /// <summary>Writes UTF-8 text with a known length: the fast path for small responses.</summary>
+    /// <summary>
+    /// Writes UTF-8 text with a known length: the fast path for small responses. As the first write it
+    /// starts the response (set status and headers before), and the text goes straight to the output.
+    /// </summary>
     public ValueTask WriteTextAsync(string text, string contentType = "text/plain; charset=utf-8")
     {
         ContentType = contentType;
-        if (!HasStarted && _body.Written == 0) ContentLength = Encoding.UTF8.GetByteCount(text);
+        if (!HasStarted && _body.Written == 0)
+        {
+            ContentLength = Encoding.UTF8.GetByteCount(text);
+            _body.StartNow();
+        }
         var span = _body.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
         int n = Encoding.UTF8.GetBytes(text, span);
         _body.Advance(n);
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Writes bytes with a known length.</summary>
+    /// <summary>Writes bytes with a known length; like <see cref="WriteTextAsync"/>, the first write starts the response.</summary>
     public ValueTask WriteBytesAsync(ReadOnlySpan<byte> bytes, string contentType)
     {
         ContentType = contentType;
-        if (!HasStarted && _body.Written == 0) ContentLength = bytes.Length;
+        if (!HasStarted && _body.Written == 0)
+        {
+            ContentLength = bytes.Length;
+            _body.StartNow();
+        }
         _body.Write(bytes);
         return ValueTask.CompletedTask;
     }
@@ -335,6 +346,12 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
 
     /// <summary>A handler completing the body writer means "no more body"; the connection ends the response.</summary>
     public override void Complete(Exception? exception = null) { }
+
+    /// <summary>Starts the response with nothing buffered (the length is already known): the body then goes straight to the output.</summary>
+    internal void StartNow()
+    {
+        if (response.Framing == ResponseFraming.NotStarted) StartAndMoveBuffered(complete: false);
+    }
 
     internal void CompleteResponse()
     {

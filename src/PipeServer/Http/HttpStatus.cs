@@ -41,28 +41,23 @@ public static class HttpStatus
 
 /// <summary>
 /// The "Date: ...\r\n" header line as cached bytes. Formatting an RFC 1123 date per response would cost an
-/// allocation; instead the first response in each new second formats it once and swaps the reference.
+/// allocation and a clock read; instead a timer reformats it once a second (Kestrel's DateHeaderValueManager
+/// does the same from its heartbeat), and a response only reads a reference.
 /// </summary>
 public static class DateHeader
 {
-    private sealed record Entry(long Second, byte[] Line);
-    private static Entry _current = Create(DateTimeOffset.UtcNow);
+    private static byte[] _line = Format(DateTimeOffset.UtcNow);
+    // Aligned to just after each wall-clock second, so the header changes when the second does.
+    private static readonly Timer Refresh = new(static _ => Tick(), null, 1000 - DateTimeOffset.UtcNow.Millisecond + 5, 1000);
 
-    public static ReadOnlySpan<byte> Line
+    public static ReadOnlySpan<byte> Line => Volatile.Read(ref _line);
+
+    private static void Tick()
     {
-        get
-        {
-            var now = DateTimeOffset.UtcNow;
-            var entry = Volatile.Read(ref _current);
-            if (entry.Second != now.ToUnixTimeSeconds())
-            {
-                entry = Create(now);
-                Volatile.Write(ref _current, entry);
-            }
-            return entry.Line;
-        }
+        GC.KeepAlive(Refresh);
+        Volatile.Write(ref _line, Format(DateTimeOffset.UtcNow));
     }
 
-    private static Entry Create(DateTimeOffset now) =>
-        new(now.ToUnixTimeSeconds(), Encoding.ASCII.GetBytes("Date: " + now.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"));
+    private static byte[] Format(DateTimeOffset now) =>
+        Encoding.ASCII.GetBytes("Date: " + now.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n");
 }
