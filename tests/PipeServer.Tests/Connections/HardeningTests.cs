@@ -133,7 +133,7 @@ public class HardeningTests
         var c = await server.ConnectAsync();
         await c.SendAsync("GET /long HTTP/1.1\r\nHost: a\r\n\r\n");
         var head = new byte[512];
-        await c.Socket.ReceiveAsync(head, SocketFlags.None);
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5))) await c.Socket.ReceiveAsync(head, SocketFlags.None, cts.Token);
         c.Socket.LingerState = new LingerOption(true, 0);
         await c.DisposeAsync();
         await aborted.Task.WaitAsync(TimeSpan.FromSeconds(5));
