@@ -75,7 +75,7 @@ public static class Program
         };
         if (options.HeartbeatInterval > TimeSpan.Zero)
             services.Add(new HeartbeatService(options.HeartbeatInterval,
-                () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted, GC gen0={GC.CollectionCount(0)} gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)}", logger));
+                () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted, GC gen0={GC.CollectionCount(0)} gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)}, heap {GC.GetTotalMemory(false) / 1024} KiB", logger));
 
         // The deadline for stopping every service: the server's own phases plus a margin for the abort grace.
         var stopTimeout = options.Server.DrainDelay + options.Server.ShutdownTimeout + TimeSpan.FromSeconds(5);

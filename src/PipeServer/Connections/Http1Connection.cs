@@ -42,8 +42,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private readonly RequestHead _head = new();
     private readonly HttpRequest _request = new();
     private readonly HttpResponse _response = new();
-    private readonly ContentLengthRequestBody _contentLengthBody = new();
-    private readonly ChunkedRequestBody _chunkedBody = new();
+    private ContentLengthRequestBody? _contentLengthBody; // made on first use: a GET-only connection never needs them
+    private ChunkedRequestBody? _chunkedBody;
     private readonly EmptyRequestBody _emptyBody = EmptyRequestBody.Create();
     private RequestBody _body;
     private HeaderParseState _headerState;
@@ -348,11 +348,13 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
         if (_head.IsChunked)
         {
+            _chunkedBody ??= new ChunkedRequestBody();
             _chunkedBody.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
             _body = _chunkedBody;
         }
         else if (_head.ContentLength > 0)
         {
+            _contentLengthBody ??= new ContentLengthRequestBody();
             _contentLengthBody.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
             _body = _contentLengthBody;
         }

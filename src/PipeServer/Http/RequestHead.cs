@@ -31,7 +31,7 @@ public sealed class RequestHead : IHttpHeadHandler
     private int _rawLength;
     private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
     private bool _pathHasEscapes;
-    private HeaderSlot[] _slots = [];
+    private HeaderSlot[] _slots = [];   // rented per request too: an idle connection holds none
     private int _slotCount;
 
     // Strings made on first use, until the next Reset.
@@ -121,9 +121,18 @@ public sealed class RequestHead : IHttpHeadHandler
     {
         if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
         _raw = [];
+        ReturnSlots();
+        _slots = [];
         _rawLength = 0;
         _slotCount = 0;
         _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
+    }
+
+    private void ReturnSlots()
+    {
+        if (_slots.Length == 0) return;
+        Array.Clear(_slots, 0, _slotCount); // drop the string references before pooling
+        System.Buffers.ArrayPool<HeaderSlot>.Shared.Return(_slots);
     }
 
     /// <summary>Copies bytes into the head's own array; returns where they start.</summary>
@@ -224,7 +233,13 @@ public sealed class RequestHead : IHttpHeadHandler
                 if (Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
                 break;
         }
-        if (_slotCount == _slots.Length) Array.Resize(ref _slots, Math.Max(8, _slots.Length * 2));
+        if (_slotCount == _slots.Length)
+        {
+            var bigger = System.Buffers.ArrayPool<HeaderSlot>.Shared.Rent(Math.Max(8, _slots.Length * 2));
+            _slots.AsSpan(0, _slotCount).CopyTo(bigger);
+            ReturnSlots();
+            _slots = bigger;
+        }
         ref var slot = ref _slots[_slotCount++];
         slot.KnownName = headerName;
         slot.NameStart = headerName is null ? Store(name) : 0;
