@@ -59,11 +59,8 @@ public sealed class HttpResponse
     /// <summary>Set before writing to send the body with Content-Length instead of buffering or chunking.</summary>
     public long? ContentLength { get; set; }
 
-    public string? ContentType
-    {
-        get => Headers[KnownHeaders.ContentType];
-        set { if (value is null) Headers.Remove(KnownHeaders.ContentType); else Headers.Set(KnownHeaders.ContentType, value); }
-    }
+    /// <summary>The Content-Type. Kept apart from <see cref="Headers"/> (it is set on almost every response), and wins over a Content-Type added there.</summary>
+    public string? ContentType { get; set; }
 
     /// <summary>The body. Writes are buffered until the handler flushes or returns.</summary>
     public PipeWriter Body => _body;
@@ -78,7 +75,7 @@ public sealed class HttpResponse
     internal void Reset(IResponseOwner owner, bool isHead, HttpVersion version)
     {
         _owner = owner; _isHead = isHead; _version = version;
-        _statusCode = 200; ReasonPhrase = null; ContentLength = null;
+        _statusCode = 200; ReasonPhrase = null; ContentLength = null; ContentType = null;
         Headers.Clear();
         Framing = ResponseFraming.NotStarted;
         KeepAlive = false;
@@ -142,27 +139,44 @@ public sealed class HttpResponse
     /// <summary>Writes the status line and headers into the output and fixes the framing. Called exactly once.</summary>
     internal void Start(long bufferedBodyLength, bool complete)
     {
-        // Response splitting guard, checked before a byte is written: a CR or LF in a name or value would
-        // start a new header or a new response. Failing here leaves the response unstarted (a clean 500).
+        // One pass over the handler's headers: the response-splitting guard (a CR or LF in a name or value
+        // would start a new header or a new response; failing here leaves the response unstarted, so the
+        // client gets a clean 500), the framing headers that are ours to write, and the size of the head.
+        bool handlerWantsClose = false, framingHeaders = false;
+        int headerBytes = 0;
         foreach (var (name, value) in Headers)
         {
             if (!IsValidHeaderName(name) || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
                 throw new InvalidOperationException($"Invalid response header '{name}'.");
+            headerBytes += name.Length + value.Length + 4;
+            if (name.Length is 10 or 12 or 14 or 17 &&
+                (string.Equals(name, KnownHeaders.ContentLength, StringComparison.OrdinalIgnoreCase) ||
+                 string.Equals(name, KnownHeaders.TransferEncoding, StringComparison.OrdinalIgnoreCase) ||
+                 string.Equals(name, KnownHeaders.Connection, StringComparison.OrdinalIgnoreCase) ||
+                 (ContentType is not null && string.Equals(name, KnownHeaders.ContentType, StringComparison.OrdinalIgnoreCase))))
+                framingHeaders = true;
         }
-        // Headers the handler set that decide framing are ours to write.
-        if (Headers[KnownHeaders.ContentLength] is { } cl)
+        if (ContentType is { } contentType)
         {
-            if (!long.TryParse(cl, System.Globalization.NumberStyles.None, null, out long parsed))
-                throw new InvalidOperationException("Invalid Content-Length header set by the handler.");
-            ContentLength = parsed;
-            Headers.Remove(KnownHeaders.ContentLength);
+            if (contentType.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0) throw new InvalidOperationException("Invalid Content-Type.");
+            headerBytes += contentType.Length + 16;
         }
-        Headers.Remove(KnownHeaders.TransferEncoding);
-        bool handlerWantsClose = false;
-        if (Headers[KnownHeaders.Connection] is { } connection)
+        if (framingHeaders)
         {
-            handlerWantsClose = connection.Contains("close", StringComparison.OrdinalIgnoreCase);
-            Headers.Remove(KnownHeaders.Connection);
+            if (ContentType is not null) Headers.Remove(KnownHeaders.ContentType);
+            if (Headers[KnownHeaders.ContentLength] is { } cl)
+            {
+                if (!long.TryParse(cl, System.Globalization.NumberStyles.None, null, out long parsed))
+                    throw new InvalidOperationException("Invalid Content-Length header set by the handler.");
+                ContentLength = parsed;
+                Headers.Remove(KnownHeaders.ContentLength);
+            }
+            Headers.Remove(KnownHeaders.TransferEncoding);
+            if (Headers[KnownHeaders.Connection] is { } connection)
+            {
+                handlerWantsClose = connection.Contains("close", StringComparison.OrdinalIgnoreCase);
+                Headers.Remove(KnownHeaders.Connection);
+            }
         }
 
         bool bodyAllowed = HttpStatus.AllowsBody(_statusCode);
@@ -173,35 +187,52 @@ public sealed class HttpResponse
 
         KeepAlive = !handlerWantsClose && Framing != ResponseFraming.CloseDelimited && _owner.KeepAliveAtResponseStart(this);
 
+        // The whole head is written into one span of the output and committed with one Advance.
+        var statusLine = HttpStatus.StatusLine(_statusCode, ReasonPhrase);
+        var date = DateHeader.Line;
         var output = _owner.Output;
-        output.Write(HttpStatus.StatusLine(_statusCode, ReasonPhrase));
-        output.Write(DateHeader.Line);
-        output.Write(ServerHeader);
+        var span = output.GetSpan(statusLine.Length + date.Length + ServerHeader.Length + 96 + headerBytes);
+        int at = 0;
+        Append(span, ref at, statusLine);
+        Append(span, ref at, date);
+        Append(span, ref at, ServerHeader);
         if (Framing == ResponseFraming.ContentLength || (Framing == ResponseFraming.NoBody && _statusCode == 304 && ContentLength is not null))
         {
-            output.Write("Content-Length: "u8);
-            var span = output.GetSpan(20);
-            Utf8Formatter.TryFormat(ContentLength!.Value, span, out int n);
-            output.Advance(n);
-            output.Write("\r\n"u8);
+            Append(span, ref at, "Content-Length: "u8);
+            Utf8Formatter.TryFormat(ContentLength!.Value, span[at..], out int n);
+            at += n;
+            Append(span, ref at, "\r\n"u8);
         }
         else if (Framing == ResponseFraming.Chunked)
         {
-            output.Write("Transfer-Encoding: chunked\r\n"u8);
+            Append(span, ref at, "Transfer-Encoding: chunked\r\n"u8);
         }
-        if (!KeepAlive) output.Write("Connection: close\r\n"u8);
-        else if (_version == HttpVersion.Http10) output.Write("Connection: keep-alive\r\n"u8);
+        if (!KeepAlive) Append(span, ref at, "Connection: close\r\n"u8);
+        else if (_version == HttpVersion.Http10) Append(span, ref at, "Connection: keep-alive\r\n"u8);
 
+        if (ContentType is { } type)
+        {
+            Append(span, ref at, "Content-Type: "u8);
+            at += Encoding.Latin1.GetBytes(type, span[at..]);
+            Append(span, ref at, "\r\n"u8);
+        }
         foreach (var (name, value) in Headers)
         {
-            WriteLatin1(output, name);
-            output.Write(": "u8);
-            WriteLatin1(output, value);
-            output.Write("\r\n"u8);
+            at += Encoding.Latin1.GetBytes(name, span[at..]);
+            Append(span, ref at, ": "u8);
+            at += Encoding.Latin1.GetBytes(value, span[at..]);
+            Append(span, ref at, "\r\n"u8);
         }
-        output.Write("\r\n"u8);
+        Append(span, ref at, "\r\n"u8);
+        output.Advance(at);
 
         if (_isHead) Framing = ResponseFraming.NoBody;
+    }
+
+    private static void Append(Span<byte> span, ref int at, ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(span[at..]);
+        at += bytes.Length;
     }
 
     private static bool IsValidHeaderName(string name)
@@ -210,13 +241,6 @@ public sealed class HttpResponse
         foreach (char c in name)
             if (c > 0x7F || !HttpCharacters.Token.Contains((byte)c)) return false;
         return true;
-    }
-
-    private static void WriteLatin1(PipeWriter output, string s)
-    {
-        var span = output.GetSpan(s.Length);
-        int n = Encoding.Latin1.GetBytes(s, span);
-        output.Advance(n);
     }
 
     /// <summary>Writes a complete small response with no handler involved (rejections, 404, 500).</summary>
