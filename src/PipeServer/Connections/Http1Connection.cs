@@ -54,7 +54,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private volatile bool _drainRequested;
     private bool _expectContinue, _continueSent, _forceClose, _outputPending;
     private long _requestStarted;      // Stopwatch timestamp of the first byte of the current request
-    private readonly bool _timed;      // only read the clock when metrics or the access log can use it
+    /// <summary>Only read the clock when the access log or a metrics listener can use it.</summary>
+    private bool _timed => _accessLog is not null || (_metrics?.RequestsObserved ?? false);
     private bool _headLineParsed;
 
     // Timeouts: one deadline at a time, checked by the server's heartbeat (see OnHeartbeat).
@@ -73,7 +74,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         _metrics = metrics;
         _accessLog = accessLog;
-        _timed = accessLog is not null || metrics is not null;
+
         Id = id;
         _transport = transport;
         _control = control;
@@ -331,8 +332,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     }
 
     /// <summary>Runs one request. Returns whether the connection may serve another.</summary>
-    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ProcessRequestAsync()
+    private ValueTask<bool> ProcessRequestAsync()
     {
         var input = _transport.Input;
         _forceClose = false;
@@ -343,7 +343,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             // Refused before a byte of the body is read, and before any 100 Continue is sent.
             WriteRejection(RequestRejectionReason.BodyTooLarge);
             RecordRejectedRequest();
-            return false;
+            return new ValueTask<bool>(false);
         }
 
         if (_head.IsChunked)
@@ -366,6 +366,14 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _request.Reset(_head, _body, Id, RemoteEndPoint, _abortCts.Token, _lifetime.Draining);
         _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
 
+        // Nobody observes requests: run the handler without the bookkeeping layer around it.
+        return _timed ? RunObservedAsync() : RunHandlerAsync();
+    }
+
+    /// <summary>The handler, with request metrics and the access log around it.</summary>
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> RunObservedAsync()
+    {
         long started = _requestStarted;
         string metricMethod = MetricMethod();
         _metrics?.RequestStarted(metricMethod);
@@ -386,7 +394,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             _metrics?.RequestStopped(metricMethod, status, _request.Route, errorType, started);
             if (_accessLog is not null)
                 LogAccess(_accessLog, _head.MethodName, _head.Path, status, _response.BodyBytesWritten,
-                    System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
+                    started == 0 ? 0 : System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
         }
     }
 

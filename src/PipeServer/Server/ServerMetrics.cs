@@ -40,6 +40,9 @@ public sealed class ServerMetrics : IDisposable
 
     public Meter Meter { get; }
 
+    /// <summary>Whether anything listens to the request instruments (if not, the connection skips even the clock reads).</summary>
+    public bool RequestsObserved => _requestDuration.Enabled || _activeRequests.Enabled;
+
     public void RequestStarted(string method)
     {
         if (_activeRequests.Enabled) _activeRequests.Add(1, new KeyValuePair<string, object?>("http.request.method", method));
@@ -49,7 +52,7 @@ public sealed class ServerMetrics : IDisposable
     public void RequestStopped(string method, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
     {
         if (wasActive && _activeRequests.Enabled) _activeRequests.Add(-1, new KeyValuePair<string, object?>("http.request.method", method));
-        if (!_requestDuration.Enabled) return;
+        if (!_requestDuration.Enabled || startTimestamp == 0) return;
         var tags = new TagList
         {
             { "http.request.method", method },
