@@ -15,7 +15,7 @@ public class HttpServerShutdownTests
         await idle.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
         await idle.ReadResponseAsync();
         var busy = await server.ConnectAsync();
-        await busy.SendAsync("GET /slow?ms=400 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await busy.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n"); // long enough that a busy machine still drains it mid-flight
         await server.WaitForConnectionCountAsync(2);
         await Task.Delay(100);
 
