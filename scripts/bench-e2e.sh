@@ -25,7 +25,6 @@ WORK="$(mktemp -d)"
 declare -A PID PORT
 CLK_TCK="$(getconf CLK_TCK)"
 
-free_port() { local p; while :; do p=$(( 20000 + RANDOM % 20000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done; }
 wait_ready() { for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$1/plaintext" >/dev/null 2>&1 && return; sleep 0.05; done; echo "server on $1 not ready" >&2; exit 1; }
 start_servers() {
   PORT[pipeserver]=$(free_port); PORT[kestrel]=$(free_port)

@@ -48,6 +48,15 @@ stop_server() {
 
 stop_server_on_exit() { stop_server; }
 
+# free_port: a loopback port nothing listens on now (for servers that must keep their port across restarts).
+free_port() {
+  local p
+  while :; do
+    p=$(( 20000 + RANDOM % 20000 ))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }

@@ -10,13 +10,6 @@ ensure_tool wrk
 raise_fd_limit
 build_server
 
-free_port() {
-  local p
-  while :; do
-    p=$(( 20000 + RANDOM % 20000 ))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-}
 LB=$(free_port); P1=$(free_port); P2=$(free_port)
 while [ "$P2" = "$P1" ] || [ "$P2" = "$LB" ]; do P2=$(free_port); done
 LOGS="$(mktemp -d)"

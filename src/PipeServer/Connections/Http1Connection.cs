@@ -229,7 +229,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _head.Reset();
         _headerState.Reset();
         _headLineParsed = false;
-        _requestStarted = _timed ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+        _requestStarted = 0; // read from the clock at the first byte, and only if someone observes requests
         bool lineDone = false, anyBytes = false, tryFirst = true;
         int emptyLines = 0;
 
@@ -389,22 +389,23 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
         finally
         {
-            int status = _response.HasStarted ? _response.StatusCode : 500;
-            errorType ??= _requestErrorType;
-            _metrics?.RequestStopped(metricMethod, status, _request.Route, errorType, started);
-            if (_accessLog is not null)
-                LogAccess(_accessLog, _head.MethodName, _head.Path, status, _response.BodyBytesWritten,
-                    started == 0 ? 0 : System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
+            RecordRequest(metricMethod, _head.MethodName, _head.Path, _response.HasStarted ? _response.StatusCode : 500,
+                _request.Route, errorType ?? _requestErrorType, started, wasActive: true);
         }
     }
 
     /// <summary>A request refused before its handler ran still counts as a request, with error.type "invalid_request".</summary>
-    private void RecordRejectedRequest()
+    private void RecordRejectedRequest() =>
+        RecordRequest(_headLineParsed ? MetricMethod() : "_OTHER", _headLineParsed ? _head.MethodName : "-", _headLineParsed ? _head.Path : "-",
+            _response.StatusCode, route: null, "invalid_request", _requestStarted, wasActive: false);
+
+    /// <summary>The one place a finished request is recorded: its duration metric and its access-log line.</summary>
+    private void RecordRequest(string metricMethod, string method, string path, int status, string? route, string? errorType, long started, bool wasActive)
     {
-        _metrics?.RequestStopped(_headLineParsed ? MetricMethod() : "_OTHER", _response.StatusCode, null, "invalid_request", _requestStarted, wasActive: false);
+        _metrics?.RequestStopped(metricMethod, status, route, errorType, started, wasActive);
         if (_accessLog is not null)
-            LogAccess(_accessLog, _headLineParsed ? _head.MethodName : "-", _headLineParsed ? _head.Path : "-", _response.StatusCode,
-                _response.BodyBytesWritten, System.Diagnostics.Stopwatch.GetElapsedTime(_requestStarted).TotalMilliseconds, Id);
+            LogAccess(_accessLog, method, path, status, _response.BodyBytesWritten,
+                started == 0 ? 0 : System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
     }
 
     /// <summary>OpenTelemetry's rule: known methods by name, anything else "_OTHER", so a client cannot grow the label set.</summary>

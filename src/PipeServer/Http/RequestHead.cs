@@ -46,9 +46,7 @@ public sealed class RequestHead : IHttpHeadHandler
     public string Target => _target ??= Encoding.ASCII.GetString(_raw, _targetStart, _targetLength);
     public RequestTargetForm TargetForm { get; private set; }
     /// <summary>The path, percent-decoded as UTF-8 except that "%2F" stays encoded so it cannot become a segment separator.</summary>
-    public string Path => _path ??= _pathHasEscapes
-        ? PercentDecodePath(RawPath) ?? throw new InvalidOperationException("validated at parse time")
-        : Encoding.ASCII.GetString(RawPath);
+    public string Path => _path ??= _pathHasEscapes ? DecodePath(RawPath) : Encoding.ASCII.GetString(RawPath);
     /// <summary>The path as sent (before percent-decoding), as bytes.</summary>
     public ReadOnlySpan<byte> RawPath => _raw.AsSpan(_pathStart, _pathLength);
     /// <summary>True when the path contains percent-escapes (so <see cref="RawPath"/> differs from <see cref="Path"/>).</summary>
@@ -308,33 +306,35 @@ public sealed class RequestHead : IHttpHeadHandler
     private static bool IsValidEscapedPath(ReadOnlySpan<byte> raw)
     {
         Span<byte> buffer = raw.Length <= 1024 ? stackalloc byte[raw.Length] : new byte[raw.Length];
-        int n = 0;
-        for (int i = 0; i < raw.Length; i++)
-        {
-            if (raw[i] != (byte)'%') { buffer[n++] = raw[i]; continue; }
-            if (i + 2 >= raw.Length || !IsHex(raw[i + 1]) || !IsHex(raw[i + 2])) return false;
-            buffer[n++] = (byte)(HexValue(raw[i + 1]) << 4 | HexValue(raw[i + 2]));
-            i += 2;
-        }
-        return System.Text.Unicode.Utf8.IsValid(buffer[..n]);
+        int n = PercentDecode(raw, buffer);
+        return n >= 0 && System.Text.Unicode.Utf8.IsValid(buffer[..n]);
     }
 
-    private static string? PercentDecodePath(ReadOnlySpan<byte> raw)
+    /// <summary>The decoded path; only called for a path <see cref="IsValidEscapedPath"/> accepted.</summary>
+    private static string DecodePath(ReadOnlySpan<byte> raw)
     {
-        if (raw.IndexOf((byte)'%') < 0) return Encoding.ASCII.GetString(raw);
         Span<byte> buffer = raw.Length <= 1024 ? stackalloc byte[raw.Length] : new byte[raw.Length];
+        return Encoding.UTF8.GetString(buffer[..PercentDecode(raw, buffer)]);
+    }
+
+    /// <summary>
+    /// Decodes percent-escapes into <paramref name="destination"/> (at least as long as the input), keeping
+    /// "%2F" and "%00" encoded so they cannot become a segment separator or a terminator. Returns the decoded
+    /// length, or -1 when an escape is malformed.
+    /// </summary>
+    private static int PercentDecode(ReadOnlySpan<byte> raw, Span<byte> destination)
+    {
         int n = 0;
         for (int i = 0; i < raw.Length; i++)
         {
-            if (raw[i] != (byte)'%') { buffer[n++] = raw[i]; continue; }
-            if (i + 2 >= raw.Length || !IsHex(raw[i + 1]) || !IsHex(raw[i + 2])) return null;
+            if (raw[i] != (byte)'%') { destination[n++] = raw[i]; continue; }
+            if (i + 2 >= raw.Length || !IsHex(raw[i + 1]) || !IsHex(raw[i + 2])) return -1;
             byte decoded = (byte)(HexValue(raw[i + 1]) << 4 | HexValue(raw[i + 2]));
-            if (decoded == (byte)'/' || decoded == 0) { buffer[n++] = raw[i]; continue; } // keep %2F (and %00) encoded
-            buffer[n++] = decoded;
+            if (decoded == (byte)'/' || decoded == 0) { destination[n++] = raw[i]; continue; }
+            destination[n++] = decoded;
             i += 2;
         }
-        try { return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(buffer[..n]); }
-        catch (DecoderFallbackException) { return null; }
+        return n;
     }
 
     private static bool IsHex(byte b) => (uint)(b - '0') <= 9 || (uint)((b | 0x20) - 'a') <= 5;

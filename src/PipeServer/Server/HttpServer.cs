@@ -42,8 +42,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly CancellationTokenSource _acceptCts = new();
     private readonly CancellationTokenSource _abortCts = new();   // the deadline: every connection's token links to it
     private TcpListener? _listener;
-    private Socket? _listenSocket;     // the socket the accept loop reads: the TcpListener's, or one systemd passed us
-    private Socket? _inheritedSocket;
+    private Socket? _inheritedSocket;  // the listening socket systemd passed us, used instead of binding
     private Task _acceptLoop = Task.CompletedTask;
     private Timer? _heartbeat;
     private long _nextConnectionId;
@@ -80,9 +79,10 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails.</summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
+        Socket listenSocket; // what the accept loop reads: the TcpListener's socket, or the inherited one
         if (_inheritedSocket is not null)
         {
-            _listenSocket = _inheritedSocket;
+            listenSocket = _inheritedSocket;
             EndPoint = _inheritedSocket.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         }
         else
@@ -91,7 +91,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
             listener.Start(_options.ListenBacklog);
             _listener = listener;
-            _listenSocket = listener.Server;
+            listenSocket = listener.Server;
             EndPoint = (IPEndPoint)listener.LocalEndpoint;
         }
 
@@ -100,7 +100,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             .Where(t => t > TimeSpan.Zero).Min();
         var tick = TimeSpan.FromMilliseconds(Math.Clamp(shortest.TotalMilliseconds / 4, 50, 1000));
         _heartbeat = new Timer(static s => ((HttpServer)s!).OnHeartbeat(), this, tick, tick);
-        _acceptLoop = AcceptLoopAsync(_listenSocket);
+        _acceptLoop = AcceptLoopAsync(listenSocket);
         return Task.CompletedTask;
     }
 
@@ -200,7 +200,6 @@ public sealed partial class HttpServer : IAsyncDisposable
         long now = Environment.TickCount64;
         foreach (var (_, entry) in _connections)
         {
-            if (entry.Protocol is null) continue;
             entry.Protocol.OnHeartbeat(now);
             if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
         }
@@ -249,13 +248,19 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Phase 3: close the listener (new connects are refused) and wait for the accept loop to end.</summary>
     private async Task<int> StopAcceptingAsync()
     {
-        _acceptCts.Cancel();
-        _listener?.Stop();
-        _inheritedSocket?.Dispose(); // systemd keeps its own copy: connections queue there for the next instance
+        CloseListener();
         try { await _acceptLoop.ConfigureAwait(false); } catch (Exception ex) { LogAcceptLoopFault(_logger, ex); }
         int open = _connections.Count;
         Phase("stop-accepting", $"listener closed; {open} connection(s) open");
         return open;
+    }
+
+    /// <summary>Ends the accept loop and closes the listening socket (an inherited one too: systemd keeps its own copy, so connections queue there for the next instance).</summary>
+    private void CloseListener()
+    {
+        _acceptCts.Cancel();
+        _listener?.Stop();
+        _inheritedSocket?.Dispose();
     }
 
     /// <summary>Phase 4: ask every connection to close after its current response; idle ones close now.</summary>
@@ -305,9 +310,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         if (Volatile.Read(ref _shutdownStarted) == 0)
         {
-            _acceptCts.Cancel();
-            _listener?.Stop();
-            _inheritedSocket?.Dispose();
+            CloseListener();
             try { await _acceptLoop.ConfigureAwait(false); } catch (Exception) { }
             _abortCts.Cancel();
             foreach (var (_, entry) in _connections) entry.Protocol.Abort(ConnectionEndReason.Aborted);

@@ -39,11 +39,11 @@ public sealed class MetricsEndpoint : IDisposable
         var factory = Prometheus.Metrics.WithCustomRegistry(_registry);
         _requestDuration = factory.CreateHistogram("http_server_request_duration_seconds", "Duration of HTTP server requests.",
             ["http_request_method", "http_response_status_code", "http_route", "error_type"],
-            new HistogramConfiguration { Buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] });
+            new HistogramConfiguration { Buckets = ServerMetrics.RequestDurationBuckets });
         _activeRequests = factory.CreateGauge("http_server_active_requests", "Number of active HTTP server requests.", ["http_request_method"]);
         _activeConnections = factory.CreateGauge("pipeserver_active_connections", "Number of connections that are currently active on the server.");
         _connectionDuration = factory.CreateHistogram("pipeserver_connection_duration_seconds", "The duration of connections on the server.",
-            ["error_type"], new HistogramConfiguration { Buckets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300] });
+            ["error_type"], new HistogramConfiguration { Buckets = ServerMetrics.ConnectionDurationBuckets });
         _rejectedConnections = factory.CreateCounter("pipeserver_rejected_connections_total", "Connections rejected because the server was at its connection limit.");
         DotNetStats.Register(_registry);
 

@@ -24,17 +24,20 @@ public sealed class ServerMetrics : IDisposable
     private readonly Histogram<double> _connectionDuration;
     private readonly Counter<long> _rejectedConnections;
 
+    /// <summary>Seconds, 1 ms to 10 s: OpenTelemetry's advice for http.server.request.duration.</summary>
+    public static readonly double[] RequestDurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+    /// <summary>Seconds, 10 ms to 5 min: Kestrel's advice for kestrel.connection.duration.</summary>
+    public static readonly double[] ConnectionDurationBuckets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300];
+
     public ServerMetrics()
     {
         Meter = new Meter(MeterName, "1.0");
-        // Buckets sized for an HTTP server: 1 ms to 10 s (OpenTelemetry's advice for http.server.request.duration).
-        double[] buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
         _requestDuration = Meter.CreateHistogram<double>("http.server.request.duration", "s", "Duration of HTTP server requests.",
-            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = buckets });
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = RequestDurationBuckets });
         _activeRequests = Meter.CreateUpDownCounter<long>("http.server.active_requests", "{request}", "Number of active HTTP server requests.");
         _activeConnections = Meter.CreateUpDownCounter<long>("pipeserver.active_connections", "{connection}", "Number of connections that are currently active on the server.");
         _connectionDuration = Meter.CreateHistogram<double>("pipeserver.connection.duration", "s", "The duration of connections on the server.",
-            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300] });
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = ConnectionDurationBuckets });
         _rejectedConnections = Meter.CreateCounter<long>("pipeserver.rejected_connections", "{connection}", "Connections rejected because the server was at its connection limit.");
     }
 

@@ -38,21 +38,19 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
     }
 
     /// <summary>Everything the server wrote until it completed its output (bounded).</summary>
-    public async Task<string> ReadAllAsync(TimeSpan? timeout = null)
-    {
-        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(5));
-        var sb = new StringBuilder();
-        while (true)
-        {
-            var result = await _toClient.Reader.ReadAsync(cts.Token);
-            foreach (var segment in result.Buffer) sb.Append(Encoding.Latin1.GetString(segment.Span));
-            _toClient.Reader.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted) return sb.ToString();
-        }
-    }
+    public Task<string> ReadAllAsync(TimeSpan? timeout = null) => ReadWhileAsync(_ => true, timeout);
 
     /// <summary>Reads until <paramref name="marker"/> has appeared <paramref name="count"/> times (bounded).</summary>
-    public async Task<string> ReadUntilAsync(string marker, int count = 1, TimeSpan? timeout = null)
+    public Task<string> ReadUntilAsync(string marker, int count = 1, TimeSpan? timeout = null) =>
+        ReadWhileAsync(text =>
+        {
+            int seen = 0, at = 0;
+            while ((at = text.IndexOf(marker, at, StringComparison.Ordinal)) >= 0) { seen++; at += marker.Length; }
+            return seen < count;
+        }, timeout);
+
+    /// <summary>Reads the server's output while <paramref name="wantMore"/> says so or until it completes (bounded).</summary>
+    private async Task<string> ReadWhileAsync(Func<string, bool> wantMore, TimeSpan? timeout)
     {
         using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(5));
         var sb = new StringBuilder();
@@ -62,9 +60,7 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
             foreach (var segment in result.Buffer) sb.Append(Encoding.Latin1.GetString(segment.Span));
             _toClient.Reader.AdvanceTo(result.Buffer.End);
             var text = sb.ToString();
-            int seen = 0, at = 0;
-            while ((at = text.IndexOf(marker, at, StringComparison.Ordinal)) >= 0) { seen++; at += marker.Length; }
-            if (seen >= count || result.IsCompleted) return text;
+            if (result.IsCompleted || !wantMore(text)) return text;
         }
     }
 
