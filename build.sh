@@ -6,7 +6,7 @@
 #   ./build.sh run [server options]  run the server in the foreground (./build.sh run --help for options)
 #   ./build.sh bench                 micro-benchmarks, then the end-to-end comparison with Kestrel
 #   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
-#   ./build.sh bench e2e [R] [S]     PipeServer vs Kestrel under wrk: R rounds of S seconds (installs wrk)
+#   ./build.sh bench e2e [R] [S]     PipeServer, Kestrel, tuned Kestrel and nginx under wrk: R rounds of S seconds (installs wrk, nginx, strace, gnuplot)
 #   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)

@@ -5,9 +5,15 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 // Kestrel at its fastest, not at its most convenient: one terminal middleware writing preformatted bytes
 // with a Content-Length (the shape of TechEmpower's ASP.NET Core "platform" entries), logging off, and the
 // Server header on, as PipeServer sends one too.
-// Usage: KestrelBaseline --urls http://127.0.0.1:PORT
+// Usage: KestrelBaseline --urls http://127.0.0.1:PORT [--inline true]
+// --inline true is "tuned Kestrel" as TechEmpower's platform entries run it: the socket transport's
+// continuations run inline on the I/O thread (UnsafePreferInlineScheduling) instead of hopping to the
+// thread pool; the benchmark script also sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 for it, so
+// the runtime's epoll thread runs socket completions itself.
 var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { Args = args });
+bool inline = string.Equals(builder.Configuration["inline"], "true", StringComparison.OrdinalIgnoreCase);
 builder.WebHost.UseKestrelCore().ConfigureKestrel(o => o.AddServerHeader = true);
+builder.WebHost.UseSockets(o => o.UnsafePreferInlineScheduling = inline);
 builder.WebHost.UseUrls(builder.Configuration["urls"] ?? "http://127.0.0.1:5000");
 var app = builder.Build();
 
@@ -40,7 +46,7 @@ app.Run(async context =>
         response.StatusCode = 404;
     }
 });
-Console.WriteLine("Listening on " + (builder.Configuration["urls"] ?? "http://127.0.0.1:5000"));
+Console.WriteLine("Listening on " + (builder.Configuration["urls"] ?? "http://127.0.0.1:5000") + (inline ? " (inline scheduling)" : ""));
 await app.RunAsync();
 
 public readonly record struct JsonMessage([property: JsonPropertyName("message")] string Message);
