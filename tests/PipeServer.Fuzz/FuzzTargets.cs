@@ -15,8 +15,16 @@ public static class FuzzTargets
         var whole = ParseHead(new ReadOnlySequence<byte>(input));
         var split = ParseHead(Split(input, 3));
         if (whole != split) throw new InvalidOperationException($"split changed the outcome: {whole} vs {split}");
-        DecodeChunked(new ReadOnlySequence<byte>(input));
-        DecodeChunked(Split(input, 1));
+        // The chunked decoder, as the body reader drives it: decoding must not depend on how the input is
+        // split, and the scan that validates buffered framing ahead of the data (whole, or resumed piece by
+        // piece as bytes arrive) must reach exactly the outcome decoding reaches.
+        var decoded = DecodeChunked(new ReadOnlySequence<byte>(input));
+        var decodedSplit = DecodeChunked(Split(input, 1));
+        if (decoded != decodedSplit) throw new InvalidOperationException($"split changed the chunked outcome: {decoded} vs {decodedSplit}");
+        var scanned = ScanChunked(input, int.MaxValue);
+        if (scanned != decoded) throw new InvalidOperationException($"scan and decode disagree: {scanned} vs {decoded}");
+        var scannedInPieces = ScanChunked(input, 7);
+        if (scannedInPieces != decoded) throw new InvalidOperationException($"resumed scan disagrees: {scannedInPieces} vs {decoded}");
     }
 
     private static (ParseStatus, RequestRejectionReason, string) ParseHead(ReadOnlySequence<byte> input)
@@ -46,22 +54,46 @@ public static class FuzzTargets
         public RequestRejectionReason OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => RequestRejectionReason.None;
     }
 
-    private static void DecodeChunked(ReadOnlySequence<byte> input)
+    private static readonly ChunkedLimits Limits = new(MaxSizeLineLength: 128, MaxExtensionBytes: 512, MaxTrailerBytes: 512, MaxTrailerCount: 8);
+
+    /// <summary>Decodes to the end of what is there; the outcome is the final status, its reason and where the decoder stopped.</summary>
+    private static (ChunkedStatus, RequestRejectionReason, long) DecodeChunked(ReadOnlySequence<byte> input)
     {
         var reader = new SequenceReader<byte>(input);
         var state = new ChunkedDecoderState();
-        var limits = new ChunkedLimits(MaxSizeLineLength: 128, MaxExtensionBytes: 512, MaxTrailerBytes: 512, MaxTrailerCount: 8);
         for (int guard = 0; guard <= input.Length + 2; guard++)
         {
-            var status = ChunkedDecoder.Decode(ref reader, ref state, new Trailers(), limits, out var reason);
+            var status = ChunkedDecoder.Decode(ref reader, ref state, new Trailers(), Limits, out var reason);
             if (status == ChunkedStatus.Rejected && reason == RequestRejectionReason.None) throw new InvalidOperationException("rejected without a reason");
-            if (status != ChunkedStatus.Data) return;
+            if (status != ChunkedStatus.Data) return (status, reason, status == ChunkedStatus.Rejected ? -1 : reader.Consumed);
             long n = Math.Min(state.ChunkRemaining, reader.Remaining);
             if (n <= 0) throw new InvalidOperationException("Data with nothing to read");
             reader.Advance(n);
             state.ChunkRemaining -= n;
         }
         throw new InvalidOperationException("decoder made no progress");
+    }
+
+    /// <summary>
+    /// Scans as the body reader does while bytes arrive: <paramref name="step"/> more bytes each time, the
+    /// scan resumed from where it stopped over everything received since.
+    /// </summary>
+    private static (ChunkedStatus, RequestRejectionReason, long) ScanChunked(byte[] input, int step)
+    {
+        var state = new ChunkedDecoderState();
+        long scannedTo = 0;
+        int received = 0;
+        while (true)
+        {
+            received = (int)Math.Min((long)received + step, input.Length);
+            var reader = new SequenceReader<byte>(Split(input.AsSpan((int)scannedTo, received - (int)scannedTo).ToArray(), 5));
+            var status = ChunkedDecoder.Scan(ref reader, ref state, Limits, out var reason);
+            if (status == ChunkedStatus.Data) throw new InvalidOperationException("Scan returned Data");
+            if (status == ChunkedStatus.Rejected && reason == RequestRejectionReason.None) throw new InvalidOperationException("rejected without a reason");
+            scannedTo += reader.Consumed;
+            if (status != ChunkedStatus.NeedMoreData || received == input.Length)
+                return (status, reason, status == ChunkedStatus.Rejected ? -1 : scannedTo);
+        }
     }
 
     private static ReadOnlySequence<byte> Split(byte[] data, int size)

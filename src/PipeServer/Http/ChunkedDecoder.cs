@@ -5,7 +5,9 @@ namespace PipeServer.Http;
 // Where this sits: inside a request with "Transfer-Encoding: chunked". ChunkedRequestBody calls Decode
 // each time it has bytes; the decoder walks the framing (size line, extensions, CRLF after data,
 // trailers) and stops when chunk data is next, so the data itself is handed to the application as a
-// slice of the connection buffer, never copied. Like HttpParser, it is pure and allocation-free.
+// slice of the connection buffer, never copied. Before handing any out, the body reader runs Scan, the
+// same state machine with the data skipped, over everything already buffered: malformed framing that has
+// been received is refused before the handler sees a byte. Like HttpParser, both are pure and allocation-free.
 //
 //   chunked-body = *chunk last-chunk trailer-section CRLF
 //   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
@@ -96,6 +98,34 @@ public static class ChunkedDecoder
                     return ChunkedStatus.Complete;
             }
         }
+    }
+
+    /// <summary>
+    /// Walks the framing of every byte in <paramref name="reader"/>, skipping chunk data instead of stopping
+    /// at it: NeedMoreData when all of it is well-formed so far, Complete when the body ends within it
+    /// (the reader then stops at the body's end, never reading into a pipelined request), Rejected with the
+    /// reason Decode would give on reaching the same bytes. Trailer fields are checked but not kept.
+    /// Resumable like Decode: call again with the same state from where the reader stopped.
+    /// </summary>
+    public static ChunkedStatus Scan(ref SequenceReader<byte> reader, ref ChunkedDecoderState state, in ChunkedLimits limits,
+        out RequestRejectionReason reason)
+    {
+        while (true)
+        {
+            var status = Decode(ref reader, ref state, default(IgnoredTrailers), limits, out reason);
+            if (status != ChunkedStatus.Data) return status;
+            // Data means at least one byte of chunk data is here, so every turn makes progress.
+            long n = Math.Min(state.ChunkRemaining, reader.Remaining);
+            reader.Advance(n);
+            state.ChunkRemaining -= n;
+        }
+    }
+
+    /// <summary>Trailer fields seen by <see cref="Scan"/>: validated by the parser, then dropped.</summary>
+    private readonly struct IgnoredTrailers : IHttpHeadHandler
+    {
+        public RequestRejectionReason OnRequestLine(in RequestLine line) => RequestRejectionReason.InvalidRequestLine;
+        public RequestRejectionReason OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value) => RequestRejectionReason.None;
     }
 
     /// <summary>The size line, LF already stripped: 1*HEXDIG [ chunk-ext ] CR.</summary>

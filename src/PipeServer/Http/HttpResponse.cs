@@ -146,7 +146,7 @@ public sealed class HttpResponse
         int headerBytes = 0;
         foreach (var (name, value) in Headers)
         {
-            if (!IsValidHeaderName(name) || value.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            if (!IsValidHeaderName(name) || !IsValidFieldValue(value))
                 throw new InvalidOperationException($"Invalid response header '{name}'.");
             headerBytes += name.Length + value.Length + 4;
             if (name.Length is 10 or 12 or 14 or 17 &&
@@ -156,9 +156,12 @@ public sealed class HttpResponse
                  (ContentType is not null && string.Equals(name, KnownHeaders.ContentType, StringComparison.OrdinalIgnoreCase))))
                 framingHeaders = true;
         }
+        // The reason phrase goes into the status line: a CR or LF there would end it and start a header
+        // (or a second response) of the handler's making, so it is held to the header-value rule.
+        if (ReasonPhrase is { } reason && !IsValidFieldValue(reason)) throw new InvalidOperationException("Invalid reason phrase.");
         if (ContentType is { } contentType)
         {
-            if (contentType.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0) throw new InvalidOperationException("Invalid Content-Type.");
+            if (!IsValidFieldValue(contentType)) throw new InvalidOperationException("Invalid Content-Type.");
             headerBytes += contentType.Length + 16;
         }
         if (framingHeaders)
@@ -234,6 +237,9 @@ public sealed class HttpResponse
         bytes.CopyTo(span[at..]);
         at += bytes.Length;
     }
+
+    /// <summary>No CR, LF or NUL: the characters that would end the line early or truncate it for a C client.</summary>
+    private static bool IsValidFieldValue(string value) => value.AsSpan().IndexOfAny('\r', '\n', '\0') < 0;
 
     private static bool IsValidHeaderName(string name)
     {

@@ -189,10 +189,25 @@ public sealed class ContentLengthRequestBody : RequestBody
 }
 
 /// <summary>A body in the chunked transfer coding; data is handed out chunk by chunk as slices of the input.</summary>
+/// <remarks>
+/// Framing is validated ahead of the data: before each slice is handed out, <see cref="ChunkedDecoder.Scan"/>
+/// checks the framing of every byte already in the input, so framing that arrived malformed together with
+/// the data in front of it is a 400 before the handler sees a byte (rather than a response that starts and
+/// is then reset). What has not arrived yet is still streamed as it comes. The scan resumes where it
+/// stopped, so each byte's framing is scanned once ahead and once when decoded, however often it is read.
+/// </remarks>
 public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
 {
     private ChunkedDecoderState _state;
     private ChunkedLimits _limits;
+
+    // Offsets count bytes of this body from its first byte. The scan is never behind the decoder: it runs over
+    // each buffer before the decoder does, and the handler can only consume what the decoder handed out.
+    private ChunkedDecoderState _scanState;
+    private long _scannedTo;        // the scan has validated the framing of the body's bytes before this offset
+    private bool _scanComplete;     // the scan found the end of the body: nothing after it is the body's
+    private long _inputStart;       // offset of the first byte of the connection input's buffer
+    private long _framingInFront;   // framing bytes between the buffer's start and the slice handed out
 
     /// <summary>Trailer fields, filled once the body has been read to its end.</summary>
     public HttpHeaders Trailers { get; } = new();
@@ -204,12 +219,15 @@ public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
         ResetFor(input, owner, maxBodySize);
         _state = default;
         _limits = limits;
+        _scanState = default;
+        _scannedTo = 0; _scanComplete = false; _inputStart = 0; _framingInFront = 0;
         Trailers.Clear();
     }
 
     private protected override bool TryProduce(in ReadResult input, out ReadResult result)
     {
         var buffer = input.Buffer;
+        ScanAhead(buffer);
         var reader = new SequenceReader<byte>(buffer);
         var status = ChunkedDecoder.Decode(ref reader, ref _state, this, _limits, out var reason);
         switch (status)
@@ -222,26 +240,45 @@ public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
                 }
                 long available = Math.Min(_state.ChunkRemaining, reader.Remaining);
                 Outstanding = true;
+                _framingInFront = reader.Consumed;
                 // The framing before the data is consumed implicitly when the handler advances past it.
                 Returned = buffer.Slice(reader.Position, available);
                 result = new ReadResult(Returned, false, false);
                 return true;
             case ChunkedStatus.Complete:
                 Input.AdvanceTo(reader.Position);
+                _inputStart += reader.Consumed;
                 result = EndOfBody();
                 return true;
             case ChunkedStatus.Rejected:
                 Input.AdvanceTo(reader.Position);
                 throw new BadHttpRequestException(reason);
             default: // NeedMoreData: keep the consumed framing, wait for bytes past what we have seen
-                if (input.IsCompleted)
-                {
-                    Input.AdvanceTo(reader.Position, buffer.End);
-                    throw new BadHttpRequestException(RequestRejectionReason.UnexpectedEndOfBody);
-                }
                 Input.AdvanceTo(reader.Position, buffer.End);
+                _inputStart += reader.Consumed;
+                if (input.IsCompleted) throw new BadHttpRequestException(RequestRejectionReason.UnexpectedEndOfBody);
                 result = default;
                 return false;
+        }
+    }
+
+    /// <summary>
+    /// Validates the framing of the bytes of <paramref name="buffer"/> not scanned before; throws the
+    /// rejection if any is malformed. Bounded by the buffer, which the connection's input pipe bounds.
+    /// </summary>
+    private void ScanAhead(in ReadOnlySequence<byte> buffer)
+    {
+        if (_scanComplete) return;
+        long from = _scannedTo - _inputStart;
+        if (from >= buffer.Length) return; // nothing arrived since the last scan
+        var reader = new SequenceReader<byte>(buffer.Slice(from));
+        var status = ChunkedDecoder.Scan(ref reader, ref _scanState, _limits, out var reason);
+        _scannedTo += reader.Consumed;
+        if (status == ChunkedStatus.Complete) _scanComplete = true;
+        else if (status == ChunkedStatus.Rejected)
+        {
+            Input.AdvanceTo(buffer.Start);
+            throw new BadHttpRequestException(reason);
         }
     }
 
@@ -249,6 +286,7 @@ public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
     {
         _state.ChunkRemaining -= bytes;
         Received += bytes;
+        _inputStart += _framingInFront + bytes; // the framing in front of the slice is consumed with it
     }
 
     RequestRejectionReason IHttpHeadHandler.OnRequestLine(in RequestLine line) => RequestRejectionReason.InvalidRequestLine;

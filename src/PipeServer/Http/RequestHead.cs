@@ -91,6 +91,7 @@ public sealed class RequestHead : IHttpHeadHandler
     /// <summary>The Content-Length, or -1 when none was sent.</summary>
     public long ContentLength { get; private set; } = -1;
     public bool IsChunked { get; private set; }
+    /// <summary>The client sent "Expect: 100-continue" in an HTTP/1.1 request (always false for HTTP/1.0).</summary>
     public bool ExpectContinue { get; private set; }
     /// <summary>Whether the client allows the connection to stay open after this request.</summary>
     public bool KeepAlive { get; private set; }
@@ -228,7 +229,9 @@ public sealed class RequestHead : IHttpHeadHandler
                 }
                 break;
             case KnownHeaders.Expect:
-                if (Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
+                // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request
+                // (an HTTP/1.0 client knows no interim responses). The request line is parsed before any header.
+                if (Version == HttpVersion.Http11 && Ascii.EqualsIgnoreCase(value, "100-continue"u8)) ExpectContinue = true;
                 break;
         }
         if (_slotCount == _slots.Length)

@@ -63,7 +63,56 @@ public class ChunkedDecoderTests
             Assert.Equal(first.Complete, other.Complete);
             Assert.Equal(first.Reason, other.Reason);
         }
+        // The scan that validates buffered framing ahead of the data must reach the same verdict, whole
+        // and resumed over one-byte pieces.
+        foreach (int piece in new[] { int.MaxValue, 1 })
+        {
+            var (status, reason, _) = Scan(body, piece, limits);
+            Assert.Equal(first.Complete, status == ChunkedStatus.Complete);
+            Assert.Equal(first.Reason, reason);
+        }
         return first;
+    }
+
+    /// <summary>Scans as the body reader does, <paramref name="piece"/> more bytes each time, resuming where it stopped.</summary>
+    private static (ChunkedStatus Status, RequestRejectionReason Reason, long ScannedTo) Scan(string body, int piece, ChunkedLimits? limits = null)
+    {
+        var input = Encoding.Latin1.GetBytes(body);
+        var state = new ChunkedDecoderState();
+        var lim = limits ?? new ChunkedLimits();
+        long scannedTo = 0;
+        int received = 0;
+        while (true)
+        {
+            received = (int)Math.Min((long)received + piece, input.Length);
+            var reader = new SequenceReader<byte>(Sequences.Segmented(input.AsSpan((int)scannedTo, received - (int)scannedTo), 3));
+            var status = ChunkedDecoder.Scan(ref reader, ref state, lim, out var reason);
+            Assert.NotEqual(ChunkedStatus.Data, status);
+            scannedTo += reader.Consumed;
+            if (status != ChunkedStatus.NeedMoreData || received == input.Length) return (status, reason, scannedTo);
+        }
+    }
+
+    [Fact]
+    public void Scan_stops_at_the_end_of_the_body_and_never_reads_the_request_behind_it()
+    {
+        const string body = "5;a=b\r\nhello\r\n0\r\nX: 1\r\n\r\n";
+        foreach (int piece in new[] { int.MaxValue, 1, 4 })
+        {
+            var (status, reason, scannedTo) = Scan(body + "GARBAGE THAT IS NOT A CHUNK\r\n", piece);
+            Assert.Equal(ChunkedStatus.Complete, status);
+            Assert.Equal(RequestRejectionReason.None, reason);
+            Assert.Equal(body.Length, scannedTo);
+        }
+    }
+
+    [Fact]
+    public void Scan_of_an_unfinished_body_stops_before_an_incomplete_size_line()
+    {
+        // The partial line is left for the next scan, which sees it whole once its LF has arrived.
+        var (status, _, scannedTo) = Scan("5\r\nhello\r\n1", int.MaxValue);
+        Assert.Equal(ChunkedStatus.NeedMoreData, status);
+        Assert.Equal("5\r\nhello\r\n".Length, scannedTo);
     }
 
     [Fact]
