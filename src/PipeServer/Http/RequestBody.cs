@@ -86,7 +86,13 @@ public abstract class RequestBody : PipeReader
     {
         ObjectDisposedException.ThrowIf(_completedByHandler, this);
         if (IsComplete) { result = new ReadResult(default, false, true); return true; }
-        if (_started && Input.TryRead(out var inner) && !inner.IsCanceled && TryProduce(inner, out result)) return true;
+        if (_started && Input.TryRead(out var inner))
+        {
+            // A cancelled read is one of the connection's own wake-ups (drain, timeouts): give the read back
+            // untouched, exactly as ReadAsync does, so the input has no read left open behind the handler.
+            if (inner.IsCanceled) Input.AdvanceTo(inner.Buffer.Start);
+            else if (TryProduce(inner, out result)) return true;
+        }
         result = default;
         return false;
     }
