@@ -28,7 +28,7 @@ public static class CommandLine
         new("shutdown-timeout", "SECONDS", "after accepting stops, how long in-flight requests may finish before they are aborted (default 30)"),
         new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails (default 0)"),
         new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this (default 10)"),
-        new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this (default 75)"),
+        new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this; keep it above a pooling balancer's idle timeout (default 130)"),
         new("max-connections", "N", "open connections allowed at once; more get 503 (default unlimited)"),
         new("max-request-body-size", "BYTES", "largest request body accepted; larger gets 413 (default 30000000)"),
         new("max-request-line-size", "BYTES", "longest request line; longer gets 414 (default 8192)"),

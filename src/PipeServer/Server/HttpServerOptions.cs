@@ -22,8 +22,13 @@ public sealed record HttpServerOptions
     public TimeSpan DrainDelay { get; init; } = TimeSpan.Zero;
     /// <summary>The whole request line and headers must arrive within this. 408 then close. Default 10 s.</summary>
     public TimeSpan RequestHeaderTimeout { get; init; } = TimeSpan.FromSeconds(10);
-    /// <summary>An idle keep-alive connection is closed after this. Default 75 s: longer than common load balancers' 60 s, so they close first.</summary>
-    public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(75);
+    /// <summary>
+    /// An idle keep-alive connection is closed after this. Default 130 s (Kestrel's): above the 60 s backend idle
+    /// timeout of AWS ALB, nginx and ingress-nginx, so a pooling balancer closes first; below the 240 s and 350 s
+    /// flow timeouts of Azure Load Balancer and AWS NLB, so the server closes first behind a pass-through one.
+    /// Google's balancers (600 s) and Envoy (1 h) need it set; docs/deploy.md has the table.
+    /// </summary>
+    public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(130);
 
     /// <summary>Open connections allowed at once; beyond it new connections get 503 and are closed. Default null: unlimited.</summary>
     public int? MaxConnections { get; init; }

@@ -17,7 +17,7 @@ public class CommandLineTests
         Assert.Equal(TimeSpan.FromSeconds(30), o.ShutdownTimeout);
         Assert.Equal(TimeSpan.Zero, o.DrainDelay);
         Assert.Equal(TimeSpan.FromSeconds(10), o.RequestHeaderTimeout);
-        Assert.Equal(TimeSpan.FromSeconds(75), o.KeepAliveTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(130), o.KeepAliveTimeout);
         Assert.Null(o.MaxConnections);
         Assert.Equal(30_000_000, o.MaxRequestBodySize);
     }
