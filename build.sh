@@ -11,7 +11,7 @@
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
 #   ./build.sh soak [MINUTES]        steady load; RSS at start and end; registry back to zero (installs wrk)
-#   ./build.sh lb-test [SECONDS]     rolling restart of two instances behind HAProxy under load (installs haproxy, wrk)
+#   ./build.sh lb-test [haproxy|nginx] [SECONDS]  rolling restart of two instances behind the shipped HAProxy or nginx config under load (installs haproxy or nginx-light, wrk, python3)
 #   ./build.sh fuzz [SECONDS]        AFL++ + SharpFuzz over the parser and chunked decoder (installs afl++)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -81,7 +81,7 @@ case "$verb" in
   fuzz) exec bash scripts/fuzz.sh "$@" ;;
   lb-test) exec bash scripts/lb-test.sh "$@" ;;
   *)
-    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish|load [s]|slowloris|soak [min]|fuzz [s]|lb-test [s]}" >&2
+    echo "usage: ./build.sh {build|test|run [options]|bench [args]|publish|load [s]|slowloris|soak [min]|fuzz [s]|lb-test [haproxy|nginx] [s]}" >&2
     exit 2
     ;;
 esac
