@@ -199,6 +199,7 @@ public class Http1ConnectionTests
         await c.Processing.WaitAsync(TimeSpan.FromSeconds(2));
         var text = await c.ReadAllAsync();
         Assert.StartsWith("HTTP/1.1 400", text); // the body ended early: nothing was sent yet, so a 400 is still possible
+        Assert.Equal(ConnectionEndReason.BadRequest, c.Connection.EndReason);
     }
 
     private static async Task WaitForStateAsync(Http1Connection connection, ConnectionState state)
