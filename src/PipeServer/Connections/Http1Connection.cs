@@ -53,6 +53,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private int _endReason;       // ConnectionEndReason; first writer wins
     private volatile bool _drainRequested;
     private bool _expectContinue, _continueSent, _forceClose, _outputPending;
+    private bool _closeForUnreadBody; // this response said "Connection: close" because the unread body is over MaxUnreadBodyDrain
     private long _requestStarted;      // Stopwatch timestamp of the first byte of the current request
     /// <summary>Only read the clock when the access log or a metrics listener can use it.</summary>
     private bool _timed => _accessLog is not null || (_metrics?.RequestsObserved ?? false);
@@ -336,6 +337,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         var input = _transport.Input;
         _forceClose = false;
+        _closeForUnreadBody = false;
         _continueSent = false;
 
         if (_head.ContentLength > _options.MaxRequestBodySize)
@@ -470,7 +472,11 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             // The handler left body bytes. The client never got "100 Continue", so it may not send them at all:
             // close. Otherwise read and discard them (bounded) so the next request can be parsed.
             if (_expectContinue && !_continueSent) { SetEndReason(ConnectionEndReason.ConnectionCloseRequested); return false; }
-            if (!_response.KeepAlive) return EndAfterResponse();
+            if (!_response.KeepAlive)
+            {
+                if (_closeForUnreadBody) { SetEndReason(ConnectionEndReason.UnreadBodyTooLarge); return false; }
+                return EndAfterResponse();
+            }
             _outputPending = false;
             var flush = await _transport.Output.FlushAsync().ConfigureAwait(false);
             if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return false; }
@@ -521,7 +527,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         if (!_body.IsComplete)
         {
             if (_expectContinue && !_continueSent) return false;
-            if (_body is ContentLengthRequestBody && _head.ContentLength - _body.BytesConsumed > _options.MaxUnreadBodyDrain) return false;
+            if (_body is ContentLengthRequestBody && _head.ContentLength - _body.BytesConsumed > _options.MaxUnreadBodyDrain) { _closeForUnreadBody = true; return false; }
         }
         // Draining: keep the connection only if another complete request is already waiting behind this one.
         if (_drainRequested && !(_body.IsComplete && NextRequestIsBuffered())) return false;

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net.Sockets;
+using PipeServer.Connections;
 using PipeServer.Tests.Infrastructure;
 using Xunit;
 
@@ -14,11 +15,14 @@ public class HardeningTests
         await using var server = await TestServer.StartAsync(
             o => o with { MinRequestBodyDataRate = 1000, MinRequestBodyDataRateGracePeriod = TimeSpan.FromMilliseconds(300) },
             RejectionTests.MapSink);
+        using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n0123456789");
         var r = await c.ReadResponseAsync();
         Assert.Equal(408, r.Status);
         Assert.True(r.ConnectionClose);
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync()); // a rejection, not an abort: the 408 is whole
+        await ends.AssertNextAsync(ConnectionEndReason.RequestBodyTimeout);
     }
 
     [Fact]
@@ -57,14 +61,18 @@ public class HardeningTests
                 }
                 finally { handlerDone.TrySetResult(); }
             }));
+        using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         c.Socket.ReceiveBufferSize = 4096;
         await c.SendAsync("GET /firehose HTTP/1.1\r\nHost: a\r\n\r\n");
-        // Never read. Backpressure holds the handler to the pipe bound plus kernel buffers, not 640 MB.
-        await Task.Delay(300);
-        Assert.True(Interlocked.Read(ref written) < 32L * 1024 * 1024, $"handler wrote {Interlocked.Read(ref written)} bytes to a client that reads nothing");
+        // Never read. The handler ends only when the stalled send is aborted; everything it wrote until then
+        // is held to the output pipe's bound plus kernel buffers, not the 640 MB it would write unchecked.
         await handlerDone.Task.WaitAsync(TimeSpan.FromSeconds(15));
-        await server.WaitForConnectionCountAsync(0, TimeSpan.FromSeconds(15));
+        Assert.True(Interlocked.Read(ref written) < 32L * 1024 * 1024, $"handler wrote {Interlocked.Read(ref written)} bytes to a client that reads nothing");
+        await ends.AssertNextAsync(ConnectionEndReason.ResponseTimeout, TimeSpan.FromSeconds(15));
+        // Aborted, not closed: after what the kernel still holds for us comes a reset, never a FIN that would
+        // let a close-delimited response pass for a whole one.
+        Assert.Equal(CloseKind.Reset, await c.DiscardUntilCloseAsync());
     }
 
     [Fact]
@@ -72,18 +80,22 @@ public class HardeningTests
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var server = await TestServer.StartAsync(o => o with { MinRequestBodyDataRate = 0 },
-            r => r.MapPost("/ignore", async (_, res) => { await release.Task; await res.WriteTextAsync("done"); }));
+            r => r.MapPost("/ignore", async (_, res) => { await release.Task.WaitAsync(TimeSpan.FromSeconds(30)); await res.WriteTextAsync("done"); }));
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 29000000\r\n\r\n");
         var chunk = new byte[1024 * 1024];
         long sent = 0;
-        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-        try
+        bool stalled = false;
+        // Send until a send stops making progress: the server has stopped reading (the bounded state), or
+        // until all 28 MB went through (no bound). Each send gets a deadline, not the whole loop.
+        while (sent < 28_000_000)
         {
-            while (sent < 28_000_000) sent += await c.Socket.SendAsync(chunk, SocketFlags.None, cts.Token);
+            using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+            try { sent += await c.Socket.SendAsync(chunk, SocketFlags.None, cts.Token); }
+            catch (OperationCanceledException) { stalled = true; break; }
         }
-        catch (OperationCanceledException) { }
         // The server stopped reading at its 1 MiB input bound; only kernel buffers took the rest.
+        Assert.True(stalled, $"every send went through ({sent} bytes): the server read a body its handler ignored");
         Assert.True(sent < 24L * 1024 * 1024, $"server accepted {sent} bytes it was not reading");
         release.SetResult();
     }
@@ -127,9 +139,10 @@ public class HardeningTests
                 res.Body.Write(new byte[1024]);
                 var flush = await res.Body.FlushAsync();
                 if (flush.IsCompleted) break;
-                await Task.Delay(10);
+                await Task.Delay(10); // the handler's pace, not synchronisation
             }
         }));
+        using var ends = server.WatchConnectionEnds();
         var c = await server.ConnectAsync();
         await c.SendAsync("GET /long HTTP/1.1\r\nHost: a\r\n\r\n");
         var head = new byte[512];
@@ -137,6 +150,7 @@ public class HardeningTests
         c.Socket.LingerState = new LingerOption(true, 0);
         await c.DisposeAsync();
         await aborted.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        await ends.AssertNextAsync(ConnectionEndReason.ClientAborted);
         await server.WaitForConnectionCountAsync(0);
     }
 }

@@ -32,11 +32,27 @@ public class Http1ConnectionTests
         var requests = "GET /hello HTTP/1.1\r\nHost: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcPOST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\n\r\n";
         foreach (char ch in requests)
         {
-            await c.ClientOutput.WriteAsync(new[] { (byte)ch });
+            await c.ClientOutput.WriteAsync(new[] { (byte)ch }).AsTask().WaitAsync(TimeSpan.FromSeconds(5));
         }
         var text = await c.ReadUntilAsync("HTTP/1.1 200 OK", 3);
         var bodies = text.Split("\r\n\r\n").Skip(1).Select(s => s.Split("HTTP/1.1")[0]).ToArray();
         Assert.Equal(["hi", "abc", "de"], bodies);
+    }
+
+    [Fact]
+    public async Task Pipelined_batch_is_flushed_once()
+    {
+        await using var c = new InMemoryConnection(Routes());
+        await c.SendAsync(string.Concat(Enumerable.Repeat("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n", 10)));
+        var text = await c.ReadUntilAsync("\r\n\r\nhi", 10);
+        Assert.Equal(10, text.Split("HTTP/1.1 200 OK").Length - 1);
+        // Ten requests that arrived together are answered with one flush (one send on a socket), made when
+        // the connection is about to wait for more input: not one per response.
+        Assert.Equal(1, c.Flushes);
+        // And the next request, alone, gets its own flush.
+        await c.SendAsync("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        await c.ReadUntilAsync("hi");
+        Assert.Equal(2, c.Flushes);
     }
 
     [Fact]
@@ -78,11 +94,22 @@ public class Http1ConnectionTests
     [Fact]
     public async Task Drain_does_not_interrupt_a_body_being_read()
     {
-        await using var c = new InMemoryConnection(Routes());
-        await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc");
-        await WaitForStateAsync(c.Connection, ConnectionState.Active);
-        await Task.Delay(50);
-        c.Connection.RequestClose(); // wakes the pending read; the body reader must ignore it
+        var firstBytesRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var c = new InMemoryConnection(Routes(r => r.MapPost("/echo-gated", async (req, res) =>
+        {
+            using var ms = new MemoryStream();
+            var buffer = new byte[16];
+            int n;
+            while ((n = await req.BodyStream.ReadAsync(buffer, req.Aborted)) > 0)
+            {
+                ms.Write(buffer, 0, n);
+                firstBytesRead.TrySetResult(); // the handler is inside the body: its next read waits for "def"
+            }
+            await res.WriteBytesAsync(ms.ToArray(), "application/octet-stream");
+        })));
+        await c.SendAsync("POST /echo-gated HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc");
+        await firstBytesRead.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        c.Connection.RequestClose(); // wakes (or pre-empts) the body read; the body reader must ignore it
         await c.SendAsync("def");
         var text = await c.ReadAllAsync();
         Assert.EndsWith("abcdef", text);
@@ -172,6 +199,7 @@ public class Http1ConnectionTests
         await c.Processing.WaitAsync(TimeSpan.FromSeconds(2));
         var text = await c.ReadAllAsync();
         Assert.StartsWith("HTTP/1.1 400", text); // the body ended early: nothing was sent yet, so a 400 is still possible
+        Assert.Equal(ConnectionEndReason.BadRequest, c.Connection.EndReason);
     }
 
     private static async Task WaitForStateAsync(Http1Connection connection, ConnectionState state)

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using System.Text.RegularExpressions;
+using PipeServer.Connections;
 using PipeServer.Http;
 using PipeServer.Tests.Infrastructure;
 using Xunit;
@@ -76,16 +77,6 @@ public partial class SocketProtocolTests
     }
 
     [Fact]
-    public async Task Pipelined_batch_is_flushed_once()
-    {
-        await using var server = await TestServer.StartAsync();
-        await using var c = await server.ConnectAsync();
-        await c.SendAsync(string.Concat(Enumerable.Repeat("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 10)));
-        // One flush means the ten responses arrive together; read them without a pause in between.
-        for (int i = 0; i < 10; i++) Assert.Equal("Hello, World!", (await c.ReadResponseAsync()).BodyText);
-    }
-
-    [Fact]
     public async Task Echoes_a_content_length_body()
     {
         await using var server = await TestServer.StartAsync();
@@ -112,14 +103,47 @@ public partial class SocketProtocolTests
     [Fact]
     public async Task Streams_chunks_as_they_are_produced()
     {
+        // The handler writes chunk i, flushes, and produces chunk i+1 only once the client has received
+        // chunk i. A server that buffered the response until the handler returned would deadlock here, and
+        // the bounded reads fail the test instead.
+        var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
+        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/gated", async (req, res) =>
+        {
+            for (int i = 0; i < gates.Length; i++)
+            {
+                res.Body.Write(Encoding.ASCII.GetBytes($"chunk {i}\n"));
+                await res.Body.FlushAsync(req.Aborted);
+                await gates[i].Task.WaitAsync(TimeSpan.FromSeconds(10), req.Aborted);
+            }
+        }));
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET /gated HTTP/1.1\r\nHost: a\r\n\r\n");
+        var head = await c.ReadHeadAsync();
+        Assert.Equal("chunked", head.Header("Transfer-Encoding"));
+        Assert.Null(head.Header("Content-Length"));
+        for (int i = 0; i < gates.Length; i++)
+        {
+            Assert.Equal($"chunk {i}\n", Encoding.ASCII.GetString((await c.ReadChunkAsync(TimeSpan.FromSeconds(3)))!));
+            gates[i].SetResult();
+        }
+        Assert.Null(await c.ReadChunkAsync()); // the terminal chunk
+    }
+
+    [Fact]
+    public async Task The_stream_endpoint_sends_each_chunk_at_its_interval()
+    {
         await using var server = await TestServer.StartAsync();
         await using var c = await server.ConnectAsync();
-        await c.SendAsync("GET /stream?count=3&interval=10 HTTP/1.1\r\nHost: a\r\n\r\n");
-        var r = await c.ReadResponseAsync();
-        Assert.Equal("chunked", r.Header("Transfer-Encoding"));
-        Assert.Null(r.Header("Content-Length"));
-        Assert.True(r.TerminalChunkSeen);
-        Assert.Equal("chunk 0\nchunk 1\nchunk 2\n", r.BodyText);
+        await c.SendAsync("GET /stream?count=3&interval=250 HTTP/1.1\r\nHost: a\r\n\r\n");
+        var head = await c.ReadHeadAsync();
+        Assert.Equal("chunked", head.Header("Transfer-Encoding"));
+        Assert.Equal("chunk 0\n", Encoding.ASCII.GetString((await c.ReadChunkAsync())!));
+        // Chunk 0 came before the two intervals behind chunk 2 had passed: it was not held back with the rest.
+        var sinceFirst = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal("chunk 1\n", Encoding.ASCII.GetString((await c.ReadChunkAsync())!));
+        Assert.Equal("chunk 2\n", Encoding.ASCII.GetString((await c.ReadChunkAsync())!));
+        Assert.Null(await c.ReadChunkAsync());
+        Assert.True(sinceFirst.Elapsed >= TimeSpan.FromMilliseconds(400), $"chunks 1 and 2 came {sinceFirst.Elapsed.TotalMilliseconds} ms after chunk 0, not two 250 ms intervals later");
     }
 
     [Fact]
@@ -146,7 +170,7 @@ public partial class SocketProtocolTests
         var r = await c.ReadResponseAsync();
         Assert.Equal(405, r.Status); // /plaintext is GET only; the body was never asked for
         Assert.True(r.ConnectionClose); // the client may not send the body at all: do not wait for it
-        Assert.True(await c.IsClosedByServerAsync());
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
     [Fact]
@@ -182,7 +206,7 @@ public partial class SocketProtocolTests
         await c.SendAsync("GET /plaintext HTTP/1.0\r\n\r\n");
         var r2 = await c.ReadResponseAsync();
         Assert.True(r2.ConnectionClose);
-        Assert.True(await c.IsClosedByServerAsync());
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
     [Fact]
@@ -217,7 +241,7 @@ public partial class SocketProtocolTests
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /bye HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.True((await c.ReadResponseAsync()).ConnectionClose);
-        Assert.True(await c.IsClosedByServerAsync());
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
     [Fact]
@@ -246,15 +270,34 @@ public partial class SocketProtocolTests
         Assert.Equal("Hello, World!", (await c.ReadResponseAsync()).BodyText);
     }
 
-    [Fact]
-    public async Task A_large_unread_body_closes_the_connection_instead()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_large_unread_body_closes_the_connection_instead(bool bodySent)
     {
         await using var server = await TestServer.StartAsync(o => o with { MaxUnreadBodyDrain = 1024 });
+        using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
-        await c.SendAsync("POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+        await c.SendAsync("POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + (bodySent ? new string('x', 20_000) : ""));
         var r = await c.ReadResponseAsync();
         Assert.Equal(405, r.Status);
-        Assert.True(r.ConnectionClose);
+        Assert.True(r.ConnectionClose); // known before the response started: 100000 > 1024
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync()); // the response is whole: FIN, not RST
+        await ends.AssertNextAsync(ConnectionEndReason.UnreadBodyTooLarge);
+    }
+
+    [Fact]
+    public async Task A_large_unread_chunked_body_is_drained_up_to_the_bound_then_closes()
+    {
+        // Chunked: the size is unknown at the response start, so the server answers keep-alive, drains up to
+        // MaxUnreadBodyDrain, finds more, and closes with a FIN behind the complete response.
+        await using var server = await TestServer.StartAsync(o => o with { MaxUnreadBodyDrain = 1024 });
+        using var ends = server.WatchConnectionEnds();
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + new string('x', 2048) + "\r\n");
+        Assert.Equal(405, (await c.ReadResponseAsync()).Status);
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
+        await ends.AssertNextAsync(ConnectionEndReason.UnreadBodyTooLarge);
     }
 
     [Fact]
@@ -270,6 +313,7 @@ public partial class SocketProtocolTests
     public async Task Handler_exception_before_the_response_is_a_500_and_the_server_lives_on()
     {
         await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/boom", (_, _) => throw new InvalidOperationException("secret detail")));
+        using var ends = server.WatchConnectionEnds();
         await using (var c = await server.ConnectAsync())
         {
             await c.SendAsync("GET /boom HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -277,7 +321,9 @@ public partial class SocketProtocolTests
             Assert.Equal(500, r.Status);
             Assert.DoesNotContain("secret", r.BodyText); // never a stack trace or message to the client
             Assert.True(r.ConnectionClose);
+            Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync()); // the 500 is whole
         }
+        await ends.AssertNextAsync(ConnectionEndReason.ApplicationError);
         await using var c2 = await server.ConnectAsync();
         await c2.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.Equal(200, (await c2.ReadResponseAsync()).Status);
@@ -292,18 +338,13 @@ public partial class SocketProtocolTests
             await res.Body.FlushAsync();
             throw new InvalidOperationException("late failure");
         }));
+        using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /half HTTP/1.1\r\nHost: a\r\n\r\n");
-        // The client must be able to tell the response is incomplete: no terminal chunk, or a reset.
-        try
-        {
-            var r = await c.ReadResponseAsync();
-            Assert.True(r.Chunked);
-            Assert.False(r.TerminalChunkSeen);
-        }
-        catch (System.Net.Sockets.SocketException ex) when (ex.SocketErrorCode == System.Net.Sockets.SocketError.ConnectionReset) { }
-        catch (EndOfStreamException) { }
-        await server.WaitForConnectionCountAsync(0);
+        // The client must be able to tell the response is incomplete: a reset (which on Linux may even arrive
+        // before the head is read), never a FIN, which would pass a cut close-delimited body for a whole one.
+        Assert.Equal(CloseKind.Reset, await c.DiscardUntilCloseAsync());
+        await ends.AssertNextAsync(ConnectionEndReason.ApplicationError);
     }
 
     [Fact]
@@ -315,9 +356,12 @@ public partial class SocketProtocolTests
             res.Body.Write("abc"u8);
             return ValueTask.CompletedTask;
         }));
+        using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /short HTTP/1.1\r\nHost: a\r\n\r\n");
-        await server.WaitForConnectionCountAsync(0);
+        // 3 of 10 declared bytes: the client must see the body cut by a reset, not ended by a FIN.
+        Assert.Equal(CloseKind.Reset, await c.DiscardUntilCloseAsync());
+        await ends.AssertNextAsync(ConnectionEndReason.ApplicationError);
     }
 
     [Fact]
@@ -333,6 +377,7 @@ public partial class SocketProtocolTests
         var r = await c.ReadResponseAsync();
         Assert.Equal(500, r.Status);
         Assert.Null(r.Header("Set-Cookie"));
+        Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
     [Fact]

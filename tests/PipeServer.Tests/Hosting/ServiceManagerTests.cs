@@ -43,7 +43,12 @@ public class ServiceManagerTests
         var manager = new ServiceManager([new FakeService("a", log), new FakeService("b", log), new FakeService("c", log)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
         var run = manager.RunAsync(root, CancellationToken.None);
-        await Task.Delay(100);
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (!log.Events.Contains("start c")) // all three started, so the stop order covers them all
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the services did not start");
+            await Task.Delay(5);
+        }
         root.Cancel();
         Assert.Equal(RunOutcome.Clean, await run.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.Equal(["start a", "start b", "start c", "stop c", "stop b", "stop a"], log.Events);
@@ -53,7 +58,7 @@ public class ServiceManagerTests
     public async Task A_faulting_service_stops_the_others_and_reports_a_fault()
     {
         var log = new Recorder();
-        var faulty = new FakeService("job", log, run: async _ => { await Task.Delay(100); throw new InvalidOperationException("job crashed"); });
+        var faulty = new FakeService("job", log, run: async _ => { await Task.Yield(); throw new InvalidOperationException("job crashed"); });
         var manager = new ServiceManager([new FakeService("http", log), faulty], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
         Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));

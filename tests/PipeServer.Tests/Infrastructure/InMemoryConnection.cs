@@ -15,11 +15,13 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
 {
     private readonly Pipe _toServer = new();
     private readonly Pipe _toClient = new();
+    private readonly CountingPipeWriter _output;
 
     public InMemoryConnection(RequestHandler app, HttpServerOptions? options = null, ServerLifetime? lifetime = null, CancellationToken serverAbort = default)
     {
         Lifetime = lifetime ?? new ServerLifetime();
-        Connection = new Http1Connection(1, new DuplexPipe(_toServer.Reader, _toClient.Writer), this,
+        _output = new CountingPipeWriter(_toClient.Writer);
+        Connection = new Http1Connection(1, new DuplexPipe(_toServer.Reader, _output), this,
             options ?? new HttpServerOptions(), app, Lifetime, NullLogger.Instance, serverAbort);
         Processing = Task.Run(Connection.ProcessAsync);
     }
@@ -30,6 +32,8 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
     public bool Aborted { get; private set; }
     public bool LingerRequested { get; private set; }
     public PipeWriter ClientOutput => _toServer.Writer;
+    /// <summary>How many times the server flushed its output: each flush is one send (one syscall) on a socket.</summary>
+    public int Flushes => _output.Flushes;
     public PipeReader ClientInput => _toClient.Reader;
 
     public async Task SendAsync(string text)
@@ -77,6 +81,26 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
     {
         await _toServer.Writer.CompleteAsync();
         try { await Processing.WaitAsync(TimeSpan.FromSeconds(5)); } catch (TimeoutException) { }
+    }
+
+    /// <summary>The server's output pipe writer, counting FlushAsync calls (WriteAsync counts too: it flushes).</summary>
+    private sealed class CountingPipeWriter(PipeWriter inner) : PipeWriter
+    {
+        private int _flushes;
+        public int Flushes => Volatile.Read(ref _flushes);
+        public override void Advance(int bytes) => inner.Advance(bytes);
+        public override Memory<byte> GetMemory(int sizeHint = 0) => inner.GetMemory(sizeHint);
+        public override Span<byte> GetSpan(int sizeHint = 0) => inner.GetSpan(sizeHint);
+        public override void CancelPendingFlush() => inner.CancelPendingFlush();
+        public override void Complete(Exception? exception = null) => inner.Complete(exception);
+        public override ValueTask CompleteAsync(Exception? exception = null) => inner.CompleteAsync(exception);
+        public override bool CanGetUnflushedBytes => inner.CanGetUnflushedBytes;
+        public override long UnflushedBytes => inner.UnflushedBytes;
+        public override ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
+        {
+            Interlocked.Increment(ref _flushes);
+            return inner.FlushAsync(cancellationToken);
+        }
     }
 
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe

@@ -12,6 +12,19 @@ public sealed record RawResponse(string StatusLine, int Status, List<KeyValuePai
     public bool ConnectionClose => Header("Connection")?.Contains("close", StringComparison.OrdinalIgnoreCase) == true;
 }
 
+/// <summary>How the server ended a connection, as the client's socket saw it.</summary>
+public enum CloseKind
+{
+    /// <summary>No end within the timeout.</summary>
+    StillOpen,
+    /// <summary>Bytes arrived instead of an end.</summary>
+    MoreData,
+    /// <summary>An orderly close: everything sent before it was delivered.</summary>
+    Fin,
+    /// <summary>A reset: data in flight may have been destroyed.</summary>
+    Reset,
+}
+
 /// <summary>
 /// A test's raw TCP client: sends exact bytes and reads responses by HTTP framing. Every read has a
 /// deadline (default 5 s), so a test that expects bytes that never come fails instead of hanging.
@@ -58,20 +71,8 @@ public sealed class RawConnection : IAsyncDisposable
     {
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
         var ct = cts.Token;
-        var head = await ReadUntilAsync("\r\n\r\n"u8.ToArray(), ct) ?? throw new EndOfStreamException("connection closed before a response head");
-        var text = Encoding.Latin1.GetString(head);
-        var lines = text.Split("\r\n");
-        var statusLine = lines[0];
-        var parts = statusLine.Split(' ', 3);
-        if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal)) throw new InvalidDataException($"bad status line '{statusLine}'");
-        int status = int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
-        var headers = new List<KeyValuePair<string, string>>();
-        foreach (var line in lines.Skip(1).Where(l => l.Length > 0))
-        {
-            int colon = line.IndexOf(':');
-            headers.Add(new(line[..colon], line[(colon + 1)..].Trim()));
-        }
-        var response = new RawResponse(statusLine, status, headers, [], false, false);
+        var response = await ReadHeadAsync(ct) ?? throw new EndOfStreamException("connection closed before a response head");
+        int status = response.Status;
         if (status is < 200 or 204 or 304 || noBody) return response;
 
         if (response.Header("Transfer-Encoding") is { } te && te.Contains("chunked", StringComparison.OrdinalIgnoreCase))
@@ -107,6 +108,24 @@ public sealed class RawConnection : IAsyncDisposable
         return response with { Body = await ReadToEndAsync(timeout) };
     }
 
+    private async Task<RawResponse?> ReadHeadAsync(CancellationToken ct)
+    {
+        var head = await ReadUntilAsync("\r\n\r\n"u8.ToArray(), ct);
+        if (head is null) return null;
+        var lines = Encoding.Latin1.GetString(head).Split("\r\n");
+        var statusLine = lines[0];
+        var parts = statusLine.Split(' ', 3);
+        if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal)) throw new InvalidDataException($"bad status line '{statusLine}'");
+        int status = int.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture);
+        var headers = new List<KeyValuePair<string, string>>();
+        foreach (var line in lines.Skip(1).Where(l => l.Length > 0))
+        {
+            int colon = line.IndexOf(':');
+            headers.Add(new(line[..colon], line[(colon + 1)..].Trim()));
+        }
+        return new RawResponse(statusLine, status, headers, [], false, false);
+    }
+
     /// <summary>Reads until the server closes. Throws on timeout; returns what came.</summary>
     public async Task<byte[]> ReadToEndAsync(TimeSpan? timeout = null)
     {
@@ -122,34 +141,73 @@ public sealed class RawConnection : IAsyncDisposable
         }
     }
 
-    /// <summary>True when the server closed the connection (EOF or reset) within the timeout with no more bytes; false on timeout.</summary>
-    public async Task<bool> IsClosedByServerAsync(TimeSpan? timeout = null)
+    /// <summary>
+    /// Waits (bounded) for the server to end the connection, with no response bytes before the end, and says
+    /// how it ended. FIN and RST are different promises: a FIN after a response means the client got all of
+    /// it; an RST may have destroyed part of it. Assert the kind the behaviour demands.
+    /// </summary>
+    public async Task<CloseKind> WaitForCloseAsync(TimeSpan? timeout = null)
     {
-        if (_end > _start) return false;
+        if (_end > _start) return CloseKind.MoreData;
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
         try
         {
             int n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
-            if (n > 0) { _end = n; return false; }
-            return true;
+            if (n > 0) { _start = 0; _end = n; return CloseKind.MoreData; }
+            return CloseKind.Fin;
         }
-        catch (OperationCanceledException) { return false; }
-        catch (SocketException) { return true; }
+        catch (OperationCanceledException) { return CloseKind.StillOpen; }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset) { return CloseKind.Reset; }
     }
 
-    /// <summary>Waits for EOF and reports whether it was a FIN (true) or a reset (false).</summary>
-    public async Task<bool> ClosedWithFinAsync(TimeSpan? timeout = null)
+    /// <summary>
+    /// Either kind of close (FIN or RST) within the timeout: kept only for callers that have not yet said which
+    /// one they expect. New assertions use <see cref="WaitForCloseAsync"/> and name the kind.
+    /// </summary>
+    public async Task<bool> IsClosedByServerAsync(TimeSpan? timeout = null) =>
+        await WaitForCloseAsync(timeout) is CloseKind.Fin or CloseKind.Reset;
+
+    /// <summary>Reads and discards until the server ends the connection (bounded), then says whether with a FIN (true) or a reset (false).</summary>
+    public async Task<bool> ClosedWithFinAsync(TimeSpan? timeout = null) => await DiscardUntilCloseAsync(timeout) == CloseKind.Fin;
+
+    /// <summary>Reads and discards whatever still comes until the connection ends: Fin or Reset, or StillOpen at the timeout.</summary>
+    public async Task<CloseKind> DiscardUntilCloseAsync(TimeSpan? timeout = null)
     {
+        _start = _end = 0;
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
         try
         {
             while (true)
             {
                 int n = await _socket.ReceiveAsync(_buffer, SocketFlags.None, cts.Token);
-                if (n == 0) return true;
+                if (n == 0) return CloseKind.Fin;
             }
         }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset) { return false; }
+        catch (OperationCanceledException) { return CloseKind.StillOpen; }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset) { return CloseKind.Reset; }
+    }
+
+    /// <summary>Reads a response's status line and headers only; the body is then read with <see cref="ReadChunkAsync"/>.</summary>
+    public async Task<RawResponse> ReadHeadAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        return await ReadHeadAsync(cts.Token) ?? throw new EndOfStreamException("connection closed before a response head");
+    }
+
+    /// <summary>Reads one chunk of a chunked body (bounded): its data, or null for the terminal chunk (trailers consumed).</summary>
+    public async Task<byte[]?> ReadChunkAsync(TimeSpan? timeout = null)
+    {
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        var ct = cts.Token;
+        var sizeLine = await ReadUntilAsync("\r\n"u8.ToArray(), ct) ?? throw new EndOfStreamException("EOF before a chunk size");
+        int size = Convert.ToInt32(Encoding.ASCII.GetString(sizeLine).Split(';')[0], 16);
+        if (size == 0)
+        {
+            while ((await ReadUntilAsync("\r\n"u8.ToArray(), ct) ?? throw new EndOfStreamException("EOF in trailers")).Length > 0) { }
+            return null;
+        }
+        var data = await ReadExactlyAsync(size + 2, ct) ?? throw new EndOfStreamException("EOF inside a chunk");
+        return data[..size];
     }
 
     private async Task<byte[]?> ReadUntilAsync(byte[] delimiter, CancellationToken ct)

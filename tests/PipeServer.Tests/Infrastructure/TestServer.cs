@@ -29,6 +29,20 @@ public sealed class TestServer : IAsyncDisposable
 
     public Task<RawConnection> ConnectAsync() => RawConnection.ConnectAsync(Port);
 
+    /// <summary>Starts recording why each connection of this server ends (dispose it with the test).</summary>
+    public ConnectionEnds WatchConnectionEnds() => new(Server.Metrics.Meter);
+
+    /// <summary>Polls (bounded) until <paramref name="condition"/> holds; for states the server exposes but signals nowhere.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, string what, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(5));
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting until {what}");
+            await Task.Delay(5);
+        }
+    }
+
     /// <summary>Waits (bounded) until the registry holds exactly <paramref name="count"/> connections.</summary>
     public async Task WaitForConnectionCountAsync(int count, TimeSpan? timeout = null)
     {

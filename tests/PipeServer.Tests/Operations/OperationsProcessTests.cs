@@ -16,19 +16,171 @@ public class OperationsProcessTests
         using var server = await ServerProcess.StartAsync("--log-format", "json", "--access-log");
         await using (var c = await RawConnection.ConnectAsync(server.Port))
         {
-            await c.SendAsync("GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
-            await c.ReadResponseAsync();
+            await c.SendAsync("GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+            for (int i = 0; i < 3; i++) await c.ReadResponseAsync();
         }
         server.Signal(ServerProcess.SIGTERM);
         Assert.Equal(0, await server.WaitForExitAsync());
-        var jsonLines = server.Output.Split('\n').Where(l => l.StartsWith('{')).ToList();
-        Assert.NotEmpty(jsonLines);
-        var docs = jsonLines.Select(l => JsonDocument.Parse(l)).ToList();
-        var access = Assert.Single(docs, d => d.RootElement.GetProperty("Category").GetString() == "PipeServer.AccessLog");
-        var message = access.RootElement.GetProperty("Message").GetString()!;
-        Assert.Matches(@"^GET /plaintext 200 13 [0-9.]+ms conn=\d+$", message);
+        // Every line is a JSON object, except the "Listening on" line (plain text on stdout for scripts).
+        var lines = server.Output.Split('\n').Where(l => l.Length > 0 && !l.StartsWith("Listening on ", StringComparison.Ordinal)).ToList();
+        Assert.True(lines.Count >= 5, $"expected start-up, access and shutdown lines, got:\n{server.Output}");
+        var docs = lines.Select(l =>
+        {
+            try { return JsonDocument.Parse(l); }
+            catch (JsonException ex) { throw new Xunit.Sdk.XunitException($"not a JSON log line: '{l}' ({ex.Message})"); }
+        }).ToList();
+        var access = docs.Where(d => d.RootElement.GetProperty("Category").GetString() == "PipeServer.AccessLog")
+            .Select(d => d.RootElement.GetProperty("Message").GetString()!).ToList();
+        Assert.Equal(3, access.Count); // one line per request, in order
+        Assert.Matches(AccessLine("GET", "/plaintext", 200, 13), access[0]);
+        Assert.Matches(AccessLine("GET", "/nope", 404), access[1]);
+        Assert.Matches(AccessLine("POST", "/echo", 200, 5), access[2]);
         Assert.Contains(docs, d => d.RootElement.GetProperty("Message").GetString()!.StartsWith("Shutdown complete", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task The_access_log_is_off_unless_asked_and_one_text_line_per_request_when_on()
+    {
+        using var quiet = await ServerProcess.StartAsync();
+        using var logged = await ServerProcess.StartAsync("--access-log");
+        foreach (var server in new[] { quiet, logged })
+        {
+            await using var c = await RawConnection.ConnectAsync(server.Port);
+            await c.SendAsync("GET /json HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\n");
+            await c.ReadResponseAsync();
+            await c.ReadResponseAsync();
+        }
+        foreach (var server in new[] { quiet, logged })
+        {
+            server.Signal(ServerProcess.SIGTERM);
+            Assert.Equal(0, await server.WaitForExitAsync());
+        }
+        var anyRequest = new System.Text.RegularExpressions.Regex(@"(GET /json|GET /nope)\S*[^\n]*?\s(200|404)\s");
+        Assert.DoesNotContain(quiet.Output.Split('\n'), l => anyRequest.IsMatch(l));
+        var lines = logged.Output.Split('\n').Where(l => anyRequest.IsMatch(l)).ToList();
+        Assert.Equal(2, lines.Count);
+        Assert.Matches(AccessLine("GET", "/json", 200, 27), lines[0]);
+        Assert.Matches(AccessLine("GET", "/nope", 404), lines[1]);
+    }
+
+    [Fact]
+    public async Task The_metrics_flag_serves_the_exposition_and_without_it_there_is_no_endpoint()
+    {
+        using var with = await ServerProcess.StartAsync("--metrics");
+        using var without = await ServerProcess.StartAsync();
+        await using (var c = await RawConnection.ConnectAsync(with.Port))
+        {
+            await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+            await c.ReadResponseAsync();
+            await c.ReadResponseAsync();
+            await c.SendAsync("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+            var r = await c.ReadResponseAsync();
+            Assert.Equal(200, r.Status);
+            Assert.StartsWith("text/plain; version=0.0.4", r.Header("Content-Type"));
+            Assert.Contains("# TYPE http_server_request_duration_seconds histogram", r.BodyText);
+            Assert.Contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/plaintext\",error_type=\"\"} 2", r.BodyText);
+            Assert.Contains("pipeserver_active_connections 1", r.BodyText);
+        }
+        await using (var c = await RawConnection.ConnectAsync(without.Port))
+        {
+            await c.SendAsync("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(404, (await c.ReadResponseAsync()).Status);
+        }
+        foreach (var server in new[] { with, without })
+        {
+            server.Signal(ServerProcess.SIGTERM);
+            Assert.Equal(0, await server.WaitForExitAsync());
+        }
+    }
+
+    [Fact]
+    public async Task The_heartbeat_logs_at_its_interval_and_stops_with_the_shutdown()
+    {
+        // Every other process test turns the heartbeat off; this one runs it at 0.2 s.
+        using var server = await ServerProcess.StartAsync("--heartbeat-interval", "0.2", "--drain-delay", "1");
+        int Beats() => server.Output.Split('\n').Count(l => l.Contains("Heartbeat: ", StringComparison.Ordinal));
+        await TestServer.WaitUntilAsync(() => Beats() >= 3, "three heartbeat lines were logged", TimeSpan.FromSeconds(10));
+        Assert.Matches(@"Heartbeat: 0 open connection\(s\), 0 accepted, GC gen0=\d+", server.Output);
+
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
+        // The heartbeat stops when the shutdown starts: no beat during the 1 s drain delay, a clean stop logged.
+        var lines = server.Output.Split('\n');
+        int shutdownStarted = Array.FindIndex(lines, l => l.Contains("starting graceful shutdown", StringComparison.Ordinal));
+        Assert.True(shutdownStarted > 0, server.Output);
+        Assert.DoesNotContain(lines.Skip(shutdownStarted + 1), l => l.Contains("Heartbeat: ", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("Service heartbeat stopped (Clean)", StringComparison.Ordinal));
+        Assert.DoesNotContain("fail", server.Output, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("crit", server.Output, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task The_minimum_rate_flags_cut_off_slow_uploads_and_clients_that_stop_reading()
+    {
+        // Both behaviours need the fixed 5 s grace to pass, so they run side by side in one process. At the
+        // default rate (240 B/s) neither client below would be cut off within the test's 12 s.
+        using var server = await ServerProcess.StartAsync("--min-request-body-rate", "5000", "--min-response-rate", "100000");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        async Task<(TimeSpan At, CloseKind Kind)> SlowUploadAsync()
+        {
+            // 1000 B/s: fine at the default rate, too slow for 5000 B/s. /echo has started its response by the
+            // time the rate check fires, so the only honest end left is an abort.
+            await using var c = await RawConnection.ConnectAsync(server.Port);
+            await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(12));
+            var closed = c.DiscardUntilCloseAsync(TimeSpan.FromSeconds(12));
+            var piece = new byte[100];
+            try
+            {
+                while (!closed.IsCompleted)
+                {
+                    await c.Socket.SendAsync(piece, System.Net.Sockets.SocketFlags.None, stop.Token);
+                    await Task.WhenAny(closed, Task.Delay(100, stop.Token)); // the client's pace, not synchronisation
+                }
+            }
+            catch (Exception ex) when (ex is System.Net.Sockets.SocketException or OperationCanceledException) { }
+            return (clock.Elapsed, await closed);
+        }
+
+        async Task<(TimeSpan At, System.Net.Sockets.SocketError Error)> StalledReaderAsync()
+        {
+            // Echoes 16 MB to a client that reads nothing: the server's send stalls; at 100000 B/s the stall
+            // is cut after the grace (a 4 KiB send may take 41 ms); at 240 B/s it would be 17 s per send.
+            await using var c = await RawConnection.ConnectAsync(server.Port);
+            c.Socket.ReceiveBufferSize = 4096;
+            await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 16000000\r\n\r\n");
+            var block = new byte[64 * 1024];
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(12));
+            try
+            {
+                for (long sent = 0; sent < 16_000_000;) sent += await c.Socket.SendAsync(block, System.Net.Sockets.SocketFlags.None, stop.Token);
+                return (clock.Elapsed, System.Net.Sockets.SocketError.Success);
+            }
+            catch (System.Net.Sockets.SocketException ex) { return (clock.Elapsed, ex.SocketErrorCode); }
+            catch (OperationCanceledException) { return (clock.Elapsed, System.Net.Sockets.SocketError.TimedOut); }
+        }
+
+        var upload = SlowUploadAsync();
+        var reader = StalledReaderAsync();
+        var (uploadEnd, uploadClose) = await upload.WaitAsync(TimeSpan.FromSeconds(20));
+        var (readerEnd, readerError) = await reader.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(CloseKind.Reset, uploadClose);
+        Assert.True(uploadEnd >= TimeSpan.FromSeconds(4.5), $"the slow upload was cut after {uploadEnd.TotalSeconds} s, inside the 5 s grace");
+        Assert.True(readerError is System.Net.Sockets.SocketError.ConnectionReset or System.Net.Sockets.SocketError.Shutdown,
+            $"the client that stopped reading was not reset (its upload ended with {readerError} after {readerEnd.TotalSeconds} s)");
+        Assert.True(readerEnd >= TimeSpan.FromSeconds(4.5), $"the stalled reader was cut after {readerEnd.TotalSeconds} s, inside the 5 s grace");
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
+    }
+
+    /// <summary>
+    /// An access-log line for one request, whatever the line's layout: the method and path (a query may follow),
+    /// then the status and, if given, the body bytes. Holds for "GET /json 200 27 ..." and for the Combined Log
+    /// Format's "GET /json HTTP/1.1" 200 27.
+    /// </summary>
+    private static string AccessLine(string method, string path, int status, int? bytes = null) =>
+        $@"{method} {System.Text.RegularExpressions.Regex.Escape(path)}\S*[^\n]*?\s{status}\s" + (bytes is int b ? $@"{b}\b" : "");
 
     private static int FreePort()
     {
@@ -37,21 +189,21 @@ public class OperationsProcessTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    [Fact]
+    [FactRequiringCommand("systemd-socket-activate", "systemd")]
     public async Task Serves_on_the_socket_systemd_passes()
     {
-        if (!File.Exists("/usr/bin/systemd-socket-activate")) Assert.Fail("systemd-socket-activate is part of Debian's systemd package and is expected here");
         int port = FreePort();
-        using var server = ServerProcess.RunCommand("/usr/bin/systemd-socket-activate",
+        using var server = ServerProcess.RunCommand(FactRequiringCommandAttribute.FindOnPath("systemd-socket-activate")!,
             ["-l", $"127.0.0.1:{port}", "dotnet", ServerProcess.ExecutablePath, "--port", "1", "--heartbeat-interval", "0"]);
         // systemd-socket-activate binds, then starts the server when the first connection arrives.
+        // Poll (bounded) until it listens.
         RawConnection? c = null;
-        for (int i = 0; i < 100 && c is null; i++)
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (c is null)
         {
             try { c = await RawConnection.ConnectAsync(port); }
-            catch (SocketException) { await Task.Delay(50); }
+            catch (SocketException) when (DateTime.UtcNow < deadline && !server.HasExited) { await Task.Delay(50); }
         }
-        Assert.NotNull(c);
         await using (c)
         {
             await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using PipeServer.Connections;
 using PipeServer.Tests.Infrastructure;
 using Xunit;
 
@@ -17,11 +18,13 @@ public class HttpServerShutdownTests
         var busy = await server.ConnectAsync();
         await busy.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n"); // long enough that a busy machine still drains it mid-flight
         await server.WaitForConnectionCountAsync(2);
-        await Task.Delay(100);
+        await TestServer.WaitUntilAsync(() => server.Server.Connections.Count(c => c.State == ConnectionState.Active) == 1, "the busy request is in its handler");
 
         var shutdown = server.Server.ShutdownAsync();
         var r = await busy.ReadResponseAsync();
         Assert.True(r.ConnectionClose);
+        Assert.Equal(CloseKind.Fin, await busy.WaitForCloseAsync()); // drained: the response is whole
+        Assert.Equal(CloseKind.Fin, await idle.WaitForCloseAsync());
         var report = await shutdown.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(2, report.OpenAtStopAccepting);
         Assert.Equal(2, report.Drained);
@@ -38,13 +41,14 @@ public class HttpServerShutdownTests
         var busy = await server.ConnectAsync();
         await busy.SendAsync("GET /slow?ms=60000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await server.WaitForConnectionCountAsync(1);
-        await Task.Delay(100);
+        await TestServer.WaitUntilAsync(() => server.Server.Connections.Any(c => c.State == ConnectionState.Active), "the request is in its handler");
         var clock = Stopwatch.StartNew();
         var report = await server.Server.ShutdownAsync().WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(1, report.Aborted);
         Assert.False(report.AllDrained);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(3));
         Assert.Equal(0, server.Server.ConnectionCount);
+        Assert.Equal(CloseKind.Reset, await busy.WaitForCloseAsync()); // aborted at the deadline: RST, no response
         await busy.DisposeAsync();
     }
 
