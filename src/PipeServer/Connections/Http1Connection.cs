@@ -245,7 +245,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     var flush = await output.FlushAsync().ConfigureAwait(false);
                     if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return HeadOutcome.Closed; }
                 }
-                if (_drainRequested && !anyBytes)
+                if (_drainRequested && !anyBytes && !AnotherRequestAlreadyReceived())
                 {
                     SetEndReason(ConnectionEndReason.ServerDrained);
                     return HeadOutcome.Closed;
@@ -257,29 +257,36 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
             if (result.IsCanceled)
             {
-                input.AdvanceTo(buffer.Start, buffer.End);
+                // A wake-up: a timeout or a drain. It may come with bytes (a drain signalled while a pipelined
+                // request was already buffered): those are a request like any other, parsed below.
                 if (_timeoutFired)
                 {
                     _timeoutFired = false;
                     if (_timeoutKind == TimeoutKind.KeepAlive && buffer.IsEmpty && !anyBytes)
                     {
+                        input.AdvanceTo(buffer.Start, buffer.End);
                         SetEndReason(ConnectionEndReason.KeepAliveTimeout);
                         return HeadOutcome.Closed;
                     }
                     if (_timeoutKind == TimeoutKind.RequestHeaders)
                     {
+                        input.AdvanceTo(buffer.Start, buffer.End);
                         SetEndReason(ConnectionEndReason.RequestHeadersTimeout);
                         if (!anyBytes && buffer.IsEmpty) return HeadOutcome.Closed; // a silent connection gets no 408
                         _rejection = RequestRejectionReason.RequestHeadersTimeout;
                         return HeadOutcome.Rejected;
                     }
                 }
-                if (_drainRequested && !anyBytes && buffer.IsEmpty)
+                if (buffer.IsEmpty)
                 {
-                    SetEndReason(ConnectionEndReason.ServerDrained);
-                    return HeadOutcome.Closed;
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    if (_drainRequested && !anyBytes && !AnotherRequestAlreadyReceived())
+                    {
+                        SetEndReason(ConnectionEndReason.ServerDrained);
+                        return HeadOutcome.Closed;
+                    }
+                    continue;
                 }
-                continue;
             }
 
             if (!buffer.IsEmpty && !anyBytes)
@@ -517,26 +524,36 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
     bool IResponseOwner.KeepAliveAtResponseStart(HttpResponse response)
     {
-        if (_forceClose || !_head.KeepAlive || _lifetime.CloseAfterResponse) return false;
+        if (_forceClose || !_head.KeepAlive) return false;
         if (!_body.IsComplete)
         {
             if (_expectContinue && !_continueSent) return false;
             if (_body is ContentLengthRequestBody && _head.ContentLength - _body.BytesConsumed > _options.MaxUnreadBodyDrain) return false;
         }
-        // Draining: keep the connection only if another complete request is already waiting behind this one.
-        if (_drainRequested && !(_body.IsComplete && NextRequestIsBuffered())) return false;
+        // Closing (the drain delay, or a drain request): the one rule for both.
+        if ((_drainRequested || _lifetime.CloseAfterResponse) && !AnotherRequestAlreadyReceived()) return false;
         return true;
     }
 
-    /// <summary>Peeks at the input without consuming: is a whole request head already received?</summary>
-    private bool NextRequestIsBuffered()
+    /// <summary>
+    /// The one rule of a closing connection: it stays open only for a request the client has already sent
+    /// behind the current one. "Sent" means any of its bytes have reached us: in the input pipe, or still in
+    /// the transport (the kernel's receive queue). The client sent those before it could see a
+    /// "Connection: close" or our FIN, so closing now would drop them unanswered; answering them costs one
+    /// more response, the last of which carries the close. Looked at in that order (transport, then pipe), so
+    /// bytes moving from one to the other between the two looks are still seen.
+    /// A request arriving after this look is the race every HTTP/1.1 server has with a keep-alive client
+    /// (RFC 9112 §9.3.1): the client sees our FIN before any response byte and may retry.
+    /// </summary>
+    private bool AnotherRequestAlreadyReceived()
     {
+        if (!_body.IsComplete) return false; // what follows is this request's body, not another request
+        if (_control.HasUndeliveredInput) return true;
         var input = _transport.Input;
         if (!input.TryRead(out var result)) return false;
-        var reader = new SequenceReader<byte>(result.Buffer);
-        bool found = reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n\r\n"u8);
-        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start);
-        return found;
+        bool any = !result.Buffer.IsEmpty;
+        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start); // a peek: nothing consumed or examined
+        return any;
     }
 
     async ValueTask IRequestBodyOwner.OnBodyReadStartingAsync()

@@ -24,6 +24,13 @@ public interface ITransportControl
     void Abort();
     /// <summary>At close, read and discard what the peer still sends (bounded) before closing, so it sees our last response.</summary>
     void RequestLingeringClose();
+    /// <summary>
+    /// True when bytes from the peer have reached the transport but not yet the input pipe (for a socket: the
+    /// kernel's receive queue, or the receive loop between taking them and flushing them). Such bytes are
+    /// already sent by the client, and the transport will deliver them; a connection about to close as idle
+    /// must wait for them instead.
+    /// </summary>
+    bool HasUndeliveredInput { get; }
 }
 
 public sealed class SocketConnection : IDuplexPipe, ITransportControl
@@ -41,6 +48,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     private readonly long _responseGraceMs;
     private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private volatile bool _lingerRequested;
+    private bool _receiving; // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
 
     /// <param name="socket">An accepted, connected socket; owned from here on.</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
@@ -95,6 +103,12 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
 
     public void RequestLingeringClose() => _lingerRequested = true;
 
+    // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
+    // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel and empty only
+    // after they are in the pipe, so a byte that reached the kernel before the first read is seen by one of the
+    // three looks.
+    public bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
+
     /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
     public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
 
@@ -116,11 +130,13 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
 
                 var memory = writer.GetMemory(MinimumReceiveBuffer);
+                Volatile.Write(ref _receiving, true);
                 int received = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
                 if (received == 0) break; // FIN: the peer will send no more
 
                 writer.Advance(received);
                 var flush = await writer.FlushAsync().ConfigureAwait(false); // backpressure: waits past the pause threshold
+                Volatile.Write(ref _receiving, false);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
                     await DiscardUntilEndAsync().ConfigureAwait(false);
@@ -138,6 +154,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         }
         finally
         {
+            Volatile.Write(ref _receiving, false);
             await writer.CompleteAsync(error).ConfigureAwait(false);
         }
     }
