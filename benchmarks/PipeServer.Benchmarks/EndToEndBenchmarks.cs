@@ -33,6 +33,8 @@ public class EndToEndBenchmarks
         public void Abort() { }
         public void RequestLingeringClose() { }
         public bool HasUndeliveredInput => false; // inline pipes: a written request is in the pipe at once
+        public long ReceivedBytes => 0;
+        public ValueTask<bool> TryCloseIdleAsync(long receivedMark) => ValueTask.FromResult(true);
     }
 
     [GlobalSetup]

@@ -245,11 +245,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     var flush = await output.FlushAsync().ConfigureAwait(false);
                     if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return HeadOutcome.Closed; }
                 }
-                if (_drainRequested && !anyBytes && !AnotherRequestAlreadyReceived())
-                {
-                    SetEndReason(ConnectionEndReason.ServerDrained);
-                    return HeadOutcome.Closed;
-                }
+                if (_drainRequested && !anyBytes && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) return HeadOutcome.Closed;
                 result = await input.ReadAsync().ConfigureAwait(false);
             }
             tryFirst = false;
@@ -280,11 +276,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                 if (buffer.IsEmpty)
                 {
                     input.AdvanceTo(buffer.Start, buffer.End);
-                    if (_drainRequested && !anyBytes && !AnotherRequestAlreadyReceived())
-                    {
-                        SetEndReason(ConnectionEndReason.ServerDrained);
-                        return HeadOutcome.Closed;
-                    }
+                    if (_drainRequested && !anyBytes && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) return HeadOutcome.Closed;
                     continue;
                 }
             }
@@ -336,6 +328,29 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// The drain of an idle connection: close it (FIN) unless the client has already sent another request.
+    /// True when closed. The transport's mark is read before the look at the input, and the transport checks
+    /// it again in one step with the FIN, so a request is lost only if it arrives in between those two steps
+    /// of the transport: the keep-alive race no server can close (the client sees a FIN before any byte of a
+    /// response, and may retry).
+    /// </summary>
+    private async ValueTask<bool> CloseIdleUnlessAnotherRequestAsync(PipeWriter output)
+    {
+        long mark = _control.ReceivedBytes;
+        if (AnotherRequestAlreadyReceived()) return false;
+        if (_outputPending)
+        {
+            // The last response goes out before the FIN.
+            _outputPending = false;
+            var flush = await output.FlushAsync().ConfigureAwait(false);
+            if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return true; }
+        }
+        if (!await _control.TryCloseIdleAsync(mark).ConfigureAwait(false)) return false;
+        SetEndReason(ConnectionEndReason.ServerDrained);
+        return true;
     }
 
     /// <summary>Runs one request. Returns whether the connection may serve another.</summary>

@@ -31,6 +31,16 @@ public interface ITransportControl
     /// must wait for them instead.
     /// </summary>
     bool HasUndeliveredInput { get; }
+    /// <summary>How many bytes the transport has taken from the peer so far: a mark for <see cref="TryCloseIdleAsync"/>.</summary>
+    long ReceivedBytes { get; }
+    /// <summary>
+    /// Closes an idle connection's sending side (FIN) unless the peer has sent more: once every byte written so
+    /// far is sent, and in one step with the FIN, checks that nothing arrived since <paramref name="receivedMark"/>
+    /// (read before the caller last looked at its input) and nothing is waiting. False means bytes came and
+    /// nothing was sent: the caller serves them. The check and the FIN are as close together as the transport
+    /// can make them, because a request that lands between the two is one that nobody can answer.
+    /// </summary>
+    ValueTask<bool> TryCloseIdleAsync(long receivedMark);
 }
 
 public sealed class SocketConnection : IDuplexPipe, ITransportControl
@@ -48,7 +58,11 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     private readonly long _responseGraceMs;
     private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private volatile bool _lingerRequested;
-    private bool _receiving; // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
+    private bool _receiving;   // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
+    private long _received;    // bytes taken from the kernel so far; written by the receive loop only
+    private TaskCompletionSource<bool>? _idleClose; // a pending TryCloseIdleAsync, completed by the send loop
+    private long _idleCloseMark;
+    private volatile bool _outputShutDown, _sendLoopDone;
 
     /// <param name="socket">An accepted, connected socket; owned from here on.</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
@@ -81,7 +95,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
 
         if (!_aborted)
         {
-            try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+            if (!_outputShutDown) { try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { } }
             // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded).
             bool unread = SafeAvailable() > 0;
             if (!receiving.IsCompleted && (_lingerRequested || unread))
@@ -109,6 +123,31 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     // three looks.
     public bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
 
+    public long ReceivedBytes => Volatile.Read(ref _received);
+
+    // The send loop owns the socket's sending side, so it is the one to send the FIN: woken by a cancelled
+    // read, it sends what was written before the call, then checks and shuts down in one step (FinUnlessInput).
+    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    {
+        var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _idleCloseMark = receivedMark;
+        Volatile.Write(ref _idleClose, idle);
+        try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { }
+        // The send loop may have ended already (the peer went away): the connection is closing regardless.
+        if (_sendLoopDone) Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true);
+        return new ValueTask<bool>(idle.Task);
+    }
+
+    /// <summary>On the send loop, with everything written so far sent: FIN now unless the peer's bytes arrived since the mark.</summary>
+    private bool FinUnlessInput()
+    {
+        // The same three looks as HasUndeliveredInput, plus "taken since the mark" for bytes that went all the way.
+        if (SafeAvailable() > 0 || Volatile.Read(ref _receiving) || Volatile.Read(ref _received) != _idleCloseMark) return false;
+        try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+        _outputShutDown = true;
+        return true;
+    }
+
     /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
     public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
 
@@ -133,6 +172,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 Volatile.Write(ref _receiving, true);
                 int received = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
                 if (received == 0) break; // FIN: the peer will send no more
+                Volatile.Write(ref _received, _received + received); // before _receiving is cleared: see FinUnlessInput
 
                 writer.Advance(received);
                 var flush = await writer.FlushAsync().ConfigureAwait(false); // backpressure: waits past the pause threshold
@@ -181,7 +221,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
             while (true)
             {
                 var result = await reader.ReadAsync().ConfigureAwait(false);
-                if (result.IsCanceled) break; // Abort()
+                if (result.IsCanceled && _aborted) break; // Abort()
                 var buffer = result.Buffer;
                 foreach (var segment in buffer)
                 {
@@ -192,6 +232,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 }
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
+                if (Interlocked.Exchange(ref _idleClose, null) is { } idle) idle.TrySetResult(FinUnlessInput());
             }
         }
         catch (Exception ex) when (IsExpectedSocketError(ex))
@@ -201,6 +242,8 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         }
         finally
         {
+            _sendLoopDone = true;
+            Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true); // nothing more will be sent either way
             // Completing the reader makes the protocol's next FlushAsync report IsCompleted: "stop writing".
             await reader.CompleteAsync(error).ConfigureAwait(false);
             if (error is not null) _input.Writer.CancelPendingFlush();
