@@ -17,7 +17,9 @@ namespace PipeServer.Connections;
 //
 // Two signals from outside, never confused (STYLE.md habit 2):
 //   RequestClose()  drain: finish the response in flight (and requests already received behind it), send
-//                   "Connection: close", then stop. An idle connection stops at once.
+//                   "Connection: close", then stop. An idle connection stops at once, unless the client has
+//                   already sent its next request (even one still in the kernel): that one is answered first.
+//                   The drain delay (ServerLifetime.CloseAfterResponse) follows the same rule, per response.
 //   Abort()         now: the handler's Aborted token fires and the socket is reset.
 // The shutdown token is never passed into a read in the middle of a request; a drain only wakes a read
 // that is waiting for the *next* request.
@@ -151,7 +153,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
     }
 
-    /// <summary>Drain signal: finish what is in flight, then close. An idle connection closes now.</summary>
+    /// <summary>Drain signal: finish what is in flight and what is already received, then close. An idle connection with nothing received closes now.</summary>
     public void RequestClose()
     {
         _drainRequested = true;

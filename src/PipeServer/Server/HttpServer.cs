@@ -19,6 +19,8 @@ namespace PipeServer.Server;
 //
 //   MarkNotReady -> DrainDelay -> StopAccepting -> RequestCloseAll -> WaitForDrain -> AbortRemaining
 //
+// and ResetAllConnections, the second signal's way out: no phases, no waiting, an RST on every connection.
+//
 // (docs/shutdown.md has the diagram and the comparison with Kestrel and Go's net/http.)
 
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
@@ -206,20 +208,20 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Graceful stop. Phases run in order; each logs what it did. <paramref name="force"/> cancels the waits
-    /// (a second signal): what is still open is aborted at once.
+    /// Graceful stop. Phases run in order; each logs what it did. It ends by itself within drain delay +
+    /// shutdown timeout + the abort grace; to stop sooner, <see cref="ResetAllConnections"/>.
     /// </summary>
-    public async Task<ShutdownReport> ShutdownAsync(CancellationToken force = default)
+    public async Task<ShutdownReport> ShutdownAsync()
     {
         if (Interlocked.Exchange(ref _shutdownStarted, 1) != 0) throw new InvalidOperationException("Shutdown already started.");
         var clock = Stopwatch.StartNew();
 
         MarkNotReady();
-        await DrainDelayAsync(force).ConfigureAwait(false);
+        await DrainDelayAsync().ConfigureAwait(false);
         int open = await StopAcceptingAsync().ConfigureAwait(false);
         var deadline = Stopwatch.StartNew(); // the shutdown timeout counts from here
         RequestCloseAll();
-        bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed, force).ConfigureAwait(false);
+        bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed).ConfigureAwait(false);
         int aborted = allDrained ? 0 : await AbortRemainingAsync().ConfigureAwait(false);
         _heartbeat?.Dispose();
 
@@ -236,13 +238,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Phase 2: keep serving for the drain delay, closing each connection after its response.</summary>
-    private async Task DrainDelayAsync(CancellationToken force)
+    private async Task DrainDelayAsync()
     {
         if (_options.DrainDelay <= TimeSpan.Zero) return;
         Lifetime.CloseConnectionsAfterResponse();
         Phase("drain-delay", $"serving with Connection: close for {_options.DrainDelay.TotalSeconds}s");
-        try { await Task.Delay(_options.DrainDelay, force).ConfigureAwait(false); }
-        catch (OperationCanceledException) { }
+        await Task.Delay(_options.DrainDelay).ConfigureAwait(false);
     }
 
     /// <summary>Phase 3: close the listener (new connects are refused) and wait for the accept loop to end.</summary>
@@ -279,13 +280,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Phase 5: wait for every connection to finish, or for the deadline.</summary>
-    private async Task<bool> WaitForDrainAsync(TimeSpan timeout, CancellationToken force)
+    private async Task<bool> WaitForDrainAsync(TimeSpan timeout)
     {
         var all = Task.WhenAll(_connections.Values.Select(e => e.Task));
         if (timeout < TimeSpan.Zero) timeout = TimeSpan.Zero;
-        try { await all.WaitAsync(timeout, force).ConfigureAwait(false); }
+        try { await all.WaitAsync(timeout).ConfigureAwait(false); }
         catch (TimeoutException) { }
-        catch (OperationCanceledException) { }
         bool drained = _connections.IsEmpty;
         Phase("wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
         return drained;
@@ -301,6 +301,24 @@ public sealed partial class HttpServer : IAsyncDisposable
         catch (TimeoutException) { Phase("abort", $"{_connections.Count} connection(s) did not unwind within {AbortGrace.TotalSeconds}s"); }
         Phase("abort", $"{remaining.Length} connection(s) aborted");
         return remaining.Length;
+    }
+
+    /// <summary>
+    /// The second signal: no drain and no waiting. Closes the listener and resets (RST) every open connection,
+    /// from any thread, at any point of a shutdown or none. An RST and not a FIN, because a FIN would let a
+    /// client take a cut close-delimited body (HTTP/1.0, or a stream) for a whole one. Returns how many were reset.
+    /// </summary>
+    public int ResetAllConnections()
+    {
+        try { CloseListener(); } catch (ObjectDisposedException) { } // already disposed: nothing listens
+        int reset = 0;
+        foreach (var (_, entry) in _connections)
+        {
+            entry.Protocol.Abort(ConnectionEndReason.Aborted);
+            reset++;
+        }
+        Phase("reset", $"{reset} connection(s) reset");
+        return reset;
     }
 
     /// <summary>Snapshot of the live connections, for tests and diagnostics.</summary>

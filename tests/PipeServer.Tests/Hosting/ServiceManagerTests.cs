@@ -42,7 +42,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("a", log), new FakeService("b", log), new FakeService("c", log)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        var run = manager.RunAsync(root, CancellationToken.None);
+        var run = manager.RunAsync(root);
         await Task.Delay(100);
         root.Cancel();
         Assert.Equal(RunOutcome.Clean, await run.WaitAsync(TimeSpan.FromSeconds(5)));
@@ -56,7 +56,7 @@ public class ServiceManagerTests
         var faulty = new FakeService("job", log, run: async _ => { await Task.Delay(100); throw new InvalidOperationException("job crashed"); });
         var manager = new ServiceManager([new FakeService("http", log), faulty], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.True(root.IsCancellationRequested); // the shared root token told everyone
         Assert.Equal("job", manager.FaultedService);
         Assert.Equal(["start http", "start job", "stop job", "stop http"], log.Events);
@@ -68,7 +68,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("quitter", log, run: _ => Task.CompletedTask)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
     }
 
     [Fact]
@@ -77,7 +77,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("a", log), new FakeService("b", log, failStart: true), new FakeService("c", log)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.Equal(["start a", "stop a"], log.Events);
     }
 
@@ -89,7 +89,7 @@ public class ServiceManagerTests
             [new FakeService("a", log, stopTakes: TimeSpan.FromSeconds(30)), new FakeService("b", log, stopTakes: TimeSpan.FromSeconds(30))],
             NullLogger.Instance, TimeSpan.FromMilliseconds(300));
         using var root = new CancellationTokenSource();
-        var run = manager.RunAsync(root, CancellationToken.None);
+        var run = manager.RunAsync(root);
         root.Cancel();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         Assert.Equal(RunOutcome.DeadlineExceeded, await run.WaitAsync(TimeSpan.FromSeconds(5)));
