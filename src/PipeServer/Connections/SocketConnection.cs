@@ -96,9 +96,11 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         if (!_aborted)
         {
             if (!_outputShutDown) { try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { } }
-            // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded).
+            // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded). After an
+            // idle close, always linger: a request that raced our FIN is then read away and counted
+            // (ReceivedAfterIdleClose) instead of drawing an RST, and the peer, seeing EOF, closes at once.
             bool unread = SafeAvailable() > 0;
-            if (!receiving.IsCompleted && (_lingerRequested || unread))
+            if (!receiving.IsCompleted && (_lingerRequested || unread || _outputShutDown))
                 await Task.WhenAny(receiving, Task.Delay(LingerTimeout)).ConfigureAwait(false);
         }
         _socket.Dispose();
@@ -124,6 +126,9 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     public bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
 
     public long ReceivedBytes => Volatile.Read(ref _received);
+
+    /// <summary>After the connection ended: the peer sent bytes after an idle close's FIN (a request that raced the close, unanswered).</summary>
+    public bool ReceivedAfterIdleClose => _outputShutDown && Volatile.Read(ref _received) != _idleCloseMark;
 
     // The send loop owns the socket's sending side, so it is the one to send the FIN: woken by a cancelled
     // read, it sends what was written before the call, then checks and shuts down in one step (FinUnlessInput).

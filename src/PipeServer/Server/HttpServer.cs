@@ -51,6 +51,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private long _rejectedConnections;
     private long _totalConnections;
     private int _shutdownStarted;
+    private long _racedIdleCloses; // idle connections closed by a drain whose client sent bytes after our FIN
 
     public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null, ILogger? accessLogger = null)
     {
@@ -173,6 +174,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         }
         finally
         {
+            if (entry.Transport.ReceivedAfterIdleClose) Interlocked.Increment(ref _racedIdleCloses);
             _connections.TryRemove(id, out _); // removed after its socket is closed
             Metrics.ConnectionStopped(entry.Protocol.EndReason, started);
         }
@@ -225,6 +227,9 @@ public sealed partial class HttpServer : IAsyncDisposable
         int aborted = allDrained ? 0 : await AbortRemainingAsync().ConfigureAwait(false);
         _heartbeat?.Dispose();
 
+        // The keep-alive race, counted rather than hidden: requests that reached us only after an idle
+        // connection's FIN. Their clients saw EOF before any byte of a response, which they may retry.
+        if (Interlocked.Read(ref _racedIdleCloses) is > 0 and var raced) LogRacedIdleCloses(_logger, raced);
         var report = new ShutdownReport(open, open - aborted, aborted, clock.Elapsed);
         LogShutdownComplete(_logger, report.Drained, report.Aborted, (long)report.Elapsed.TotalMilliseconds);
         return report;
@@ -361,6 +366,9 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Shutdown complete: {Drained} connection(s) drained, {Aborted} aborted, {ElapsedMs} ms")]
     private static partial void LogShutdownComplete(ILogger logger, int drained, int aborted, long elapsedMs);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information, Message = "Shutdown: {Count} idle connection(s) received a request after their FIN (it raced the close; the client saw EOF before any response byte)")]
+    private static partial void LogRacedIdleCloses(ILogger logger, long count);
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept failed: {Error}; continuing")]
     private static partial void LogAcceptError(ILogger logger, SocketError error);

@@ -375,16 +375,29 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(32, tally.ClosedWithConnectionClose + tally.SawCloseBeforeSending + tally.UnansweredFirst + tally.UnansweredReused);
     }
 
+    [GeneratedRegex(@"(\d+) idle connection\(s\) received a request after their FIN")]
+    private static partial Regex RacedLine();
+
+    // What the server guarantees, and so what this asserts: a request that has reached the server (its kernel,
+    // its transport or its input) before the drain's last look is answered, with "Connection: close". What it
+    // cannot promise is a request that arrives after that look: the last look and the FIN are one step apart
+    // (an ioctl and a shutdown(2) on one thread), and the client may send in between, or after our FIN is on
+    // the wire but before it arrives. No server closes that race (RFC 9112 §9.3.1: the client sees EOF before
+    // any response byte and may retry). The server counts those requests, since it keeps reading after an
+    // idle FIN, so every unanswered request must be one it reports as having arrived after its FIN.
     [Fact]
-    public async Task Under_load_at_sigterm_every_request_sent_on_an_open_keep_alive_connection_is_answered()
+    public async Task Under_load_at_sigterm_every_request_received_before_the_close_is_answered()
     {
         using var server = await ServerProcess.StartAsync();
         var tally = await RunLoadThroughSigtermAsync(server, 32, ["/"], warmup: 10);
         Assert.Equal(0, await server.WaitForExitAsync());
+        var racedMatch = RacedLine().Match(server.Output);
+        int raced = racedMatch.Success ? int.Parse(racedMatch.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
         output.WriteLine($"complete {tally.Complete}; ended by Connection: close {tally.ClosedWithConnectionClose}, by a close seen before sending {tally.SawCloseBeforeSending}; " +
-            $"unanswered: {tally.UnansweredReused} on reused connections ({tally.ResetBeforeResponse} by reset), {tally.UnansweredFirst} first requests");
+            $"unanswered: {tally.UnansweredReused} on reused connections ({tally.ResetBeforeResponse} by reset), {tally.UnansweredFirst} first requests; server counted {raced} after its FIN");
         Assert.Empty(tally.Failures);
         Assert.Equal(0, tally.UnansweredFirst);
-        Assert.Equal(0, tally.UnansweredReused);
+        Assert.Equal(0, tally.ResetBeforeResponse); // the server reads a late request away instead of resetting it
+        Assert.True(tally.UnansweredReused <= raced, $"{tally.UnansweredReused} request(s) unanswered on reused connections, but only {raced} arrived after the server's FIN");
     }
 }
