@@ -559,8 +559,9 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     /// "Connection: close" or our FIN, so closing now would drop them unanswered; answering them costs one
     /// more response, the last of which carries the close. Looked at in that order (transport, then pipe), so
     /// bytes moving from one to the other between the two looks are still seen.
-    /// A request arriving after this look is the race every HTTP/1.1 server has with a keep-alive client
-    /// (RFC 9112 §9.3.1): the client sees our FIN before any response byte and may retry.
+    /// At a response start, a request arriving after this look is the pipelining race (RFC 9112 §9.3.2: the
+    /// client retries what was not answered); for an idle close the transport looks once more, in one step
+    /// with the FIN (CloseIdleUnlessAnotherRequestAsync).
     /// </summary>
     private bool AnotherRequestAlreadyReceived()
     {

@@ -8,11 +8,14 @@ namespace PipeServer.Connections;
 // receive (socket -> input pipe) and send (output pipe -> socket). Http1Connection only ever sees the two
 // pipe ends (IDuplexPipe), so the same protocol code runs over an in-memory pipe in unit tests.
 //
-// How a connection ends here, and why there are three ways:
+// How a connection ends here, and why there are these ways:
 //   graceful  the protocol completed its output: everything is sent, then shutdown(SHUT_WR) sends FIN.
 //             If the peer had sent bytes we will never read, close() would answer them with RST, and an
 //             RST can destroy our last response in the peer's receive queue. So unread input is drained
 //             ("lingering close") for a bounded time and size before the socket is closed.
+//   idle      TryCloseIdleAsync() (a drain of an idle connection): the send loop checks that nothing has
+//             arrived and sends the FIN in one step; afterwards it lingers like a graceful close, so a request
+//             that raced the FIN is read away (and counted), not answered with an RST.
 //   abort     Abort(): SO_LINGER 0 and close: an RST now. Used at the shutdown deadline and on timeouts
 //             where the peer is not reading.
 //   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
