@@ -32,6 +32,9 @@ public class EndToEndBenchmarks
         public PipeWriter Output { get; } = output;
         public void Abort() { }
         public void RequestLingeringClose() { }
+        public bool HasUndeliveredInput => false; // inline pipes: a written request is in the pipe at once
+        public long ReceivedBytes => 0;
+        public ValueTask<bool> TryCloseIdleAsync(long receivedMark) => ValueTask.FromResult(true);
     }
 
     [GlobalSetup]

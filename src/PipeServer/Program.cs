@@ -12,7 +12,7 @@ namespace PipeServer;
 // The executable. It reads options (Cli/CommandLine.cs), builds the route table (Demo/DemoEndpoints.cs),
 // and runs two services under one root cancellation: the HTTP server and a heartbeat job. Then it waits
 // for SIGTERM, SIGINT or SIGHUP. The first signal starts the graceful shutdown (docs/shutdown.md); a
-// second one exits at once with code 3.
+// second one resets every open connection and exits at once with code 3.
 //
 // Exit codes: 0 clean; 1 could not start, bad options, or a service fault; 2 the shutdown deadline passed
 // and connections were aborted; 3 forced by a second signal.
@@ -84,7 +84,6 @@ public static class Program
         using var root = new CancellationTokenSource();
         // Whatever starts the shutdown (a signal or a service fault), systemd hears about it first.
         using var stopping = root.Token.Register(() => notifier.Notify("STOPPING=1\nSTATUS=shutting down"));
-        using var force = new CancellationTokenSource();
         int signals = 0;
         void OnSignal(PosixSignalContext context)
         {
@@ -96,8 +95,12 @@ public static class Program
             }
             else
             {
-                // Immediate: no drain, no waiting on anything that might hang.
-                Console.Error.WriteLine($"PipeServer: second signal ({context.Signal}): exiting now");
+                // Immediate: no drain, no waiting on anything that might hang. Every connection is reset first:
+                // left to the kernel at exit, each would get a FIN, and a client reading a close-delimited body
+                // would take the cut response for a whole one.
+                int reset = server.ResetAllConnections();
+                logger.LogWarning("Received {Signal} again: {Reset} connection(s) reset; exiting with code 3", context.Signal, reset);
+                loggerFactory.Dispose(); // the console logger writes from a queue: flush it before the process ends
                 Environment.Exit(ExitForced);
             }
         }
@@ -105,7 +108,7 @@ public static class Program
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 
-        var outcome = await manager.RunAsync(root, force.Token);
+        var outcome = await manager.RunAsync(root);
         logger.LogInformation("GC collections: gen0={Gen0} gen1={Gen1} gen2={Gen2}; {Allocated} bytes allocated in total",
             GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2), GC.GetTotalAllocatedBytes());
         return outcome switch

@@ -17,7 +17,9 @@ namespace PipeServer.Connections;
 //
 // Two signals from outside, never confused (STYLE.md habit 2):
 //   RequestClose()  drain: finish the response in flight (and requests already received behind it), send
-//                   "Connection: close", then stop. An idle connection stops at once.
+//                   "Connection: close", then stop. An idle connection stops at once, unless the client has
+//                   already sent its next request (even one still in the kernel): that one is answered first.
+//                   The drain delay (ServerLifetime.CloseAfterResponse) follows the same rule, per response.
 //   Abort()         now: the handler's Aborted token fires and the socket is reset.
 // The shutdown token is never passed into a read in the middle of a request; a drain only wakes a read
 // that is waiting for the *next* request.
@@ -152,7 +154,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
     }
 
-    /// <summary>Drain signal: finish what is in flight, then close. An idle connection closes now.</summary>
+    /// <summary>Drain signal: finish what is in flight and what is already received, then close. An idle connection with nothing received closes now.</summary>
     public void RequestClose()
     {
         _drainRequested = true;
@@ -246,11 +248,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     var flush = await output.FlushAsync().ConfigureAwait(false);
                     if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return HeadOutcome.Closed; }
                 }
-                if (_drainRequested && !anyBytes)
-                {
-                    SetEndReason(ConnectionEndReason.ServerDrained);
-                    return HeadOutcome.Closed;
-                }
+                if (_drainRequested && !anyBytes && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) return HeadOutcome.Closed;
                 result = await input.ReadAsync().ConfigureAwait(false);
             }
             tryFirst = false;
@@ -258,29 +256,32 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
             if (result.IsCanceled)
             {
-                input.AdvanceTo(buffer.Start, buffer.End);
+                // A wake-up: a timeout or a drain. It may come with bytes (a drain signalled while a pipelined
+                // request was already buffered): those are a request like any other, parsed below.
                 if (_timeoutFired)
                 {
                     _timeoutFired = false;
                     if (_timeoutKind == TimeoutKind.KeepAlive && buffer.IsEmpty && !anyBytes)
                     {
+                        input.AdvanceTo(buffer.Start, buffer.End);
                         SetEndReason(ConnectionEndReason.KeepAliveTimeout);
                         return HeadOutcome.Closed;
                     }
                     if (_timeoutKind == TimeoutKind.RequestHeaders)
                     {
+                        input.AdvanceTo(buffer.Start, buffer.End);
                         SetEndReason(ConnectionEndReason.RequestHeadersTimeout);
                         if (!anyBytes && buffer.IsEmpty) return HeadOutcome.Closed; // a silent connection gets no 408
                         _rejection = RequestRejectionReason.RequestHeadersTimeout;
                         return HeadOutcome.Rejected;
                     }
                 }
-                if (_drainRequested && !anyBytes && buffer.IsEmpty)
+                if (buffer.IsEmpty)
                 {
-                    SetEndReason(ConnectionEndReason.ServerDrained);
-                    return HeadOutcome.Closed;
+                    input.AdvanceTo(buffer.Start, buffer.End);
+                    if (_drainRequested && !anyBytes && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) return HeadOutcome.Closed;
+                    continue;
                 }
-                continue;
             }
 
             if (!buffer.IsEmpty && !anyBytes)
@@ -330,6 +331,29 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// The drain of an idle connection: close it (FIN) unless the client has already sent another request.
+    /// True when closed. The transport's mark is read before the look at the input, and the transport checks
+    /// it again in one step with the FIN, so a request is lost only if it arrives in between those two steps
+    /// of the transport: the keep-alive race no server can close (the client sees a FIN before any byte of a
+    /// response, and may retry).
+    /// </summary>
+    private async ValueTask<bool> CloseIdleUnlessAnotherRequestAsync(PipeWriter output)
+    {
+        long mark = _control.ReceivedBytes;
+        if (AnotherRequestAlreadyReceived()) return false;
+        if (_outputPending)
+        {
+            // The last response goes out before the FIN.
+            _outputPending = false;
+            var flush = await output.FlushAsync().ConfigureAwait(false);
+            if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); return true; }
+        }
+        if (!await _control.TryCloseIdleAsync(mark).ConfigureAwait(false)) return false;
+        SetEndReason(ConnectionEndReason.ServerDrained);
+        return true;
     }
 
     /// <summary>Runs one request. Returns whether the connection may serve another.</summary>
@@ -523,26 +547,37 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
     bool IResponseOwner.KeepAliveAtResponseStart(HttpResponse response)
     {
-        if (_forceClose || !_head.KeepAlive || _lifetime.CloseAfterResponse) return false;
+        if (_forceClose || !_head.KeepAlive) return false;
         if (!_body.IsComplete)
         {
             if (_expectContinue && !_continueSent) return false;
             if (_body is ContentLengthRequestBody && _head.ContentLength - _body.BytesConsumed > _options.MaxUnreadBodyDrain) { _closeForUnreadBody = true; return false; }
         }
-        // Draining: keep the connection only if another complete request is already waiting behind this one.
-        if (_drainRequested && !(_body.IsComplete && NextRequestIsBuffered())) return false;
+        // Closing (the drain delay, or a drain request): the one rule for both.
+        if ((_drainRequested || _lifetime.CloseAfterResponse) && !AnotherRequestAlreadyReceived()) return false;
         return true;
     }
 
-    /// <summary>Peeks at the input without consuming: is a whole request head already received?</summary>
-    private bool NextRequestIsBuffered()
+    /// <summary>
+    /// The one rule of a closing connection: it stays open only for a request the client has already sent
+    /// behind the current one. "Sent" means any of its bytes have reached us: in the input pipe, or still in
+    /// the transport (the kernel's receive queue). The client sent those before it could see a
+    /// "Connection: close" or our FIN, so closing now would drop them unanswered; answering them costs one
+    /// more response, the last of which carries the close. Looked at in that order (transport, then pipe), so
+    /// bytes moving from one to the other between the two looks are still seen.
+    /// At a response start, a request arriving after this look is the pipelining race (RFC 9112 §9.3.2: the
+    /// client retries what was not answered); for an idle close the transport looks once more, in one step
+    /// with the FIN (CloseIdleUnlessAnotherRequestAsync).
+    /// </summary>
+    private bool AnotherRequestAlreadyReceived()
     {
+        if (!_body.IsComplete) return false; // what follows is this request's body, not another request
+        if (_control.HasUndeliveredInput) return true;
         var input = _transport.Input;
         if (!input.TryRead(out var result)) return false;
-        var reader = new SequenceReader<byte>(result.Buffer);
-        bool found = reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n\r\n"u8);
-        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start);
-        return found;
+        bool any = !result.Buffer.IsEmpty;
+        input.AdvanceTo(result.Buffer.Start, result.Buffer.Start); // a peek: nothing consumed or examined
+        return any;
     }
 
     async ValueTask IRequestBodyOwner.OnBodyReadStartingAsync()

@@ -8,11 +8,14 @@ namespace PipeServer.Connections;
 // receive (socket -> input pipe) and send (output pipe -> socket). Http1Connection only ever sees the two
 // pipe ends (IDuplexPipe), so the same protocol code runs over an in-memory pipe in unit tests.
 //
-// How a connection ends here, and why there are three ways:
+// How a connection ends here, and why there are these ways:
 //   graceful  the protocol completed its output: everything is sent, then shutdown(SHUT_WR) sends FIN.
 //             If the peer had sent bytes we will never read, close() would answer them with RST, and an
 //             RST can destroy our last response in the peer's receive queue. So unread input is drained
 //             ("lingering close") for a bounded time and size before the socket is closed.
+//   idle      TryCloseIdleAsync() (a drain of an idle connection): the send loop checks that nothing has
+//             arrived and sends the FIN in one step; afterwards it lingers like a graceful close, so a request
+//             that raced the FIN is read away (and counted), not answered with an RST.
 //   abort     Abort(): SO_LINGER 0 and close: an RST now. Used at the shutdown deadline and on timeouts
 //             where the peer is not reading.
 //   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
@@ -24,6 +27,23 @@ public interface ITransportControl
     void Abort();
     /// <summary>At close, read and discard what the peer still sends (bounded) before closing, so it sees our last response.</summary>
     void RequestLingeringClose();
+    /// <summary>
+    /// True when bytes from the peer have reached the transport but not yet the input pipe (for a socket: the
+    /// kernel's receive queue, or the receive loop between taking them and flushing them). Such bytes are
+    /// already sent by the client, and the transport will deliver them; a connection about to close as idle
+    /// must wait for them instead.
+    /// </summary>
+    bool HasUndeliveredInput { get; }
+    /// <summary>How many bytes the transport has taken from the peer so far: a mark for <see cref="TryCloseIdleAsync"/>.</summary>
+    long ReceivedBytes { get; }
+    /// <summary>
+    /// Closes an idle connection's sending side (FIN) unless the peer has sent more: once every byte written so
+    /// far is sent, and in one step with the FIN, checks that nothing arrived since <paramref name="receivedMark"/>
+    /// (read before the caller last looked at its input) and nothing is waiting. False means bytes came and
+    /// nothing was sent: the caller serves them. The check and the FIN are as close together as the transport
+    /// can make them, because a request that lands between the two is one that nobody can answer.
+    /// </summary>
+    ValueTask<bool> TryCloseIdleAsync(long receivedMark);
 }
 
 public sealed class SocketConnection : IDuplexPipe, ITransportControl
@@ -41,6 +61,11 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     private readonly long _responseGraceMs;
     private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private volatile bool _lingerRequested;
+    private bool _receiving;   // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
+    private long _received;    // bytes taken from the kernel so far; written by the receive loop only
+    private TaskCompletionSource<bool>? _idleClose; // a pending TryCloseIdleAsync, completed by the send loop
+    private long _idleCloseMark;
+    private volatile bool _outputShutDown, _sendLoopDone;
 
     /// <param name="socket">An accepted, connected socket; owned from here on.</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
@@ -73,10 +98,12 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
 
         if (!_aborted)
         {
-            try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
-            // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded).
+            if (!_outputShutDown) { try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { } }
+            // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded). After an
+            // idle close, always linger: a request that raced our FIN is then read away and counted
+            // (ReceivedAfterIdleClose) instead of drawing an RST, and the peer, seeing EOF, closes at once.
             bool unread = SafeAvailable() > 0;
-            if (!receiving.IsCompleted && (_lingerRequested || unread))
+            if (!receiving.IsCompleted && (_lingerRequested || unread || _outputShutDown))
                 await Task.WhenAny(receiving, Task.Delay(LingerTimeout)).ConfigureAwait(false);
         }
         _socket.Dispose();
@@ -94,6 +121,40 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     }
 
     public void RequestLingeringClose() => _lingerRequested = true;
+
+    // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
+    // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel and empty only
+    // after they are in the pipe, so a byte that reached the kernel before the first read is seen by one of the
+    // three looks.
+    public bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
+
+    public long ReceivedBytes => Volatile.Read(ref _received);
+
+    /// <summary>After the connection ended: the peer sent bytes after an idle close's FIN (a request that raced the close, unanswered).</summary>
+    public bool ReceivedAfterIdleClose => _outputShutDown && Volatile.Read(ref _received) != _idleCloseMark;
+
+    // The send loop owns the socket's sending side, so it is the one to send the FIN: woken by a cancelled
+    // read, it sends what was written before the call, then checks and shuts down in one step (FinUnlessInput).
+    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    {
+        var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _idleCloseMark = receivedMark;
+        Volatile.Write(ref _idleClose, idle);
+        try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { }
+        // The send loop may have ended already (the peer went away): the connection is closing regardless.
+        if (_sendLoopDone) Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true);
+        return new ValueTask<bool>(idle.Task);
+    }
+
+    /// <summary>On the send loop, with everything written so far sent: FIN now unless the peer's bytes arrived since the mark.</summary>
+    private bool FinUnlessInput()
+    {
+        // The same three looks as HasUndeliveredInput, plus "taken since the mark" for bytes that went all the way.
+        if (SafeAvailable() > 0 || Volatile.Read(ref _receiving) || Volatile.Read(ref _received) != _idleCloseMark) return false;
+        try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
+        _outputShutDown = true;
+        return true;
+    }
 
     /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
     public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
@@ -116,11 +177,14 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
 
                 var memory = writer.GetMemory(MinimumReceiveBuffer);
+                Volatile.Write(ref _receiving, true);
                 int received = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
                 if (received == 0) break; // FIN: the peer will send no more
+                Volatile.Write(ref _received, _received + received); // before _receiving is cleared: see FinUnlessInput
 
                 writer.Advance(received);
                 var flush = await writer.FlushAsync().ConfigureAwait(false); // backpressure: waits past the pause threshold
+                Volatile.Write(ref _receiving, false);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
                     await DiscardUntilEndAsync().ConfigureAwait(false);
@@ -138,6 +202,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         }
         finally
         {
+            Volatile.Write(ref _receiving, false);
             await writer.CompleteAsync(error).ConfigureAwait(false);
         }
     }
@@ -164,7 +229,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
             while (true)
             {
                 var result = await reader.ReadAsync().ConfigureAwait(false);
-                if (result.IsCanceled) break; // Abort()
+                if (result.IsCanceled && _aborted) break; // Abort()
                 var buffer = result.Buffer;
                 foreach (var segment in buffer)
                 {
@@ -175,6 +240,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 }
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
+                if (Interlocked.Exchange(ref _idleClose, null) is { } idle) idle.TrySetResult(FinUnlessInput());
             }
         }
         catch (Exception ex) when (IsExpectedSocketError(ex))
@@ -184,6 +250,8 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         }
         finally
         {
+            _sendLoopDone = true;
+            Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true); // nothing more will be sent either way
             // Completing the reader makes the protocol's next FlushAsync report IsCompleted: "stop writing".
             await reader.CompleteAsync(error).ConfigureAwait(false);
             if (error is not null) _input.Writer.CancelPendingFlush();

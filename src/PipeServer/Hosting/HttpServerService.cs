@@ -37,8 +37,9 @@ public sealed class HttpServerService(HttpServer server, Action<string> announce
 
     public override async Task<StopOutcome> StopAsync(CancellationToken deadline)
     {
-        // The server enforces its own deadline (drain delay + shutdown timeout); `deadline` here is the force signal.
-        Report = await server.ShutdownAsync(deadline).ConfigureAwait(false);
+        // The server enforces its own deadline (drain delay + shutdown timeout + abort grace); the manager's
+        // deadline is set beyond it, a backstop that only a hung shutdown would reach.
+        Report = await server.ShutdownAsync().WaitAsync(deadline).ConfigureAwait(false);
         return Report.AllDrained ? StopOutcome.Clean : StopOutcome.DeadlineExceeded;
     }
 }

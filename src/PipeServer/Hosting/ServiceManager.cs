@@ -25,8 +25,9 @@ public sealed partial class ServiceManager(IReadOnlyList<HostedService> services
 
     /// <summary>Runs until <paramref name="root"/> is cancelled (stop request) or a service faults.</summary>
     /// <param name="root">The root cancellation shared with every service: cancel it to stop.</param>
-    /// <param name="force">Cancels every stop wait at once (a second signal).</param>
-    public async Task<RunOutcome> RunAsync(CancellationTokenSource root, CancellationToken force)
+    /// <remarks>Stops are bounded by the manager's stop timeout. A second signal does not come through here: the
+    /// executable resets the server's connections and exits (Program.cs).</remarks>
+    public async Task<RunOutcome> RunAsync(CancellationTokenSource root)
     {
         var started = new List<HostedService>();
         foreach (var service in services)
@@ -41,7 +42,7 @@ public sealed partial class ServiceManager(IReadOnlyList<HostedService> services
             {
                 LogStartFailed(logger, service.Name, ex.Message);
                 root.Cancel();
-                await StopAllAsync(started, force).ConfigureAwait(false);
+                await StopAllAsync(started).ConfigureAwait(false);
                 return RunOutcome.Faulted;
             }
         }
@@ -50,8 +51,8 @@ public sealed partial class ServiceManager(IReadOnlyList<HostedService> services
         try { await Task.Delay(Timeout.Infinite, root.Token).ConfigureAwait(false); }
         catch (OperationCanceledException) { }
 
-        var outcome = await StopAllAsync(started, force).ConfigureAwait(false);
-        try { await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(5), force).ConfigureAwait(false); }
+        var outcome = await StopAllAsync(started).ConfigureAwait(false);
+        try { await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); }
         catch (Exception ex) when (ex is TimeoutException or OperationCanceledException) { }
         return _fault is not null ? RunOutcome.Faulted : outcome;
     }
@@ -75,12 +76,11 @@ public sealed partial class ServiceManager(IReadOnlyList<HostedService> services
     }
 
     /// <summary>Stops in reverse order of start; all share one deadline counted from the start of stopping.</summary>
-    private async Task<RunOutcome> StopAllAsync(List<HostedService> started, CancellationToken force)
+    private async Task<RunOutcome> StopAllAsync(List<HostedService> started)
     {
         var clock = Stopwatch.StartNew();
         var outcome = RunOutcome.Clean;
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(force);
-        deadline.CancelAfter(stopTimeout);
+        using var deadline = new CancellationTokenSource(stopTimeout);
         for (int i = started.Count - 1; i >= 0; i--)
         {
             var service = started[i];

@@ -19,6 +19,8 @@ namespace PipeServer.Server;
 //
 //   MarkNotReady -> DrainDelay -> StopAccepting -> RequestCloseAll -> WaitForDrain -> AbortRemaining
 //
+// and ResetAllConnections, the second signal's way out: no phases, no waiting, an RST on every connection.
+//
 // (docs/shutdown.md has the diagram and the comparison with Kestrel and Go's net/http.)
 
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
@@ -49,6 +51,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private long _rejectedConnections;
     private long _totalConnections;
     private int _shutdownStarted;
+    private long _racedIdleCloses; // idle connections closed by a drain whose client sent bytes after our FIN
 
     public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null, ILogger? accessLogger = null)
     {
@@ -171,6 +174,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         }
         finally
         {
+            if (entry.Transport.ReceivedAfterIdleClose) Interlocked.Increment(ref _racedIdleCloses);
             _connections.TryRemove(id, out _); // removed after its socket is closed
             Metrics.ConnectionStopped(entry.Protocol.EndReason, started);
         }
@@ -206,23 +210,26 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Graceful stop. Phases run in order; each logs what it did. <paramref name="force"/> cancels the waits
-    /// (a second signal): what is still open is aborted at once.
+    /// Graceful stop. Phases run in order; each logs what it did. It ends by itself within drain delay +
+    /// shutdown timeout + the abort grace; to stop sooner, <see cref="ResetAllConnections"/>.
     /// </summary>
-    public async Task<ShutdownReport> ShutdownAsync(CancellationToken force = default)
+    public async Task<ShutdownReport> ShutdownAsync()
     {
         if (Interlocked.Exchange(ref _shutdownStarted, 1) != 0) throw new InvalidOperationException("Shutdown already started.");
         var clock = Stopwatch.StartNew();
 
         MarkNotReady();
-        await DrainDelayAsync(force).ConfigureAwait(false);
+        await DrainDelayAsync().ConfigureAwait(false);
         int open = await StopAcceptingAsync().ConfigureAwait(false);
         var deadline = Stopwatch.StartNew(); // the shutdown timeout counts from here
         RequestCloseAll();
-        bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed, force).ConfigureAwait(false);
+        bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed).ConfigureAwait(false);
         int aborted = allDrained ? 0 : await AbortRemainingAsync().ConfigureAwait(false);
         _heartbeat?.Dispose();
 
+        // The keep-alive race, counted rather than hidden: requests that reached us only after an idle
+        // connection's FIN. Their clients saw EOF before any byte of a response, which they may retry.
+        if (Interlocked.Read(ref _racedIdleCloses) is > 0 and var raced) LogRacedIdleCloses(_logger, raced);
         var report = new ShutdownReport(open, open - aborted, aborted, clock.Elapsed);
         LogShutdownComplete(_logger, report.Drained, report.Aborted, (long)report.Elapsed.TotalMilliseconds);
         return report;
@@ -236,13 +243,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Phase 2: keep serving for the drain delay, closing each connection after its response.</summary>
-    private async Task DrainDelayAsync(CancellationToken force)
+    private async Task DrainDelayAsync()
     {
         if (_options.DrainDelay <= TimeSpan.Zero) return;
         Lifetime.CloseConnectionsAfterResponse();
         Phase("drain-delay", $"serving with Connection: close for {_options.DrainDelay.TotalSeconds}s");
-        try { await Task.Delay(_options.DrainDelay, force).ConfigureAwait(false); }
-        catch (OperationCanceledException) { }
+        await Task.Delay(_options.DrainDelay).ConfigureAwait(false);
     }
 
     /// <summary>Phase 3: close the listener (new connects are refused) and wait for the accept loop to end.</summary>
@@ -279,13 +285,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Phase 5: wait for every connection to finish, or for the deadline.</summary>
-    private async Task<bool> WaitForDrainAsync(TimeSpan timeout, CancellationToken force)
+    private async Task<bool> WaitForDrainAsync(TimeSpan timeout)
     {
         var all = Task.WhenAll(_connections.Values.Select(e => e.Task));
         if (timeout < TimeSpan.Zero) timeout = TimeSpan.Zero;
-        try { await all.WaitAsync(timeout, force).ConfigureAwait(false); }
+        try { await all.WaitAsync(timeout).ConfigureAwait(false); }
         catch (TimeoutException) { }
-        catch (OperationCanceledException) { }
         bool drained = _connections.IsEmpty;
         Phase("wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
         return drained;
@@ -301,6 +306,24 @@ public sealed partial class HttpServer : IAsyncDisposable
         catch (TimeoutException) { Phase("abort", $"{_connections.Count} connection(s) did not unwind within {AbortGrace.TotalSeconds}s"); }
         Phase("abort", $"{remaining.Length} connection(s) aborted");
         return remaining.Length;
+    }
+
+    /// <summary>
+    /// The second signal: no drain and no waiting. Closes the listener and resets (RST) every open connection,
+    /// from any thread, at any point of a shutdown or none. An RST and not a FIN, because a FIN would let a
+    /// client take a cut close-delimited body (HTTP/1.0, or a stream) for a whole one. Returns how many were reset.
+    /// </summary>
+    public int ResetAllConnections()
+    {
+        try { CloseListener(); } catch (ObjectDisposedException) { } // already disposed: nothing listens
+        int reset = 0;
+        foreach (var (_, entry) in _connections)
+        {
+            entry.Protocol.Abort(ConnectionEndReason.Aborted);
+            reset++;
+        }
+        Phase("reset", $"{reset} connection(s) reset");
+        return reset;
     }
 
     /// <summary>Snapshot of the live connections, for tests and diagnostics.</summary>
@@ -343,6 +366,9 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "Shutdown complete: {Drained} connection(s) drained, {Aborted} aborted, {ElapsedMs} ms")]
     private static partial void LogShutdownComplete(ILogger logger, int drained, int aborted, long elapsedMs);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information, Message = "Shutdown: {Count} idle connection(s) received a request after their FIN (it raced the close; the client saw EOF before any response byte)")]
+    private static partial void LogRacedIdleCloses(ILogger logger, long count);
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept failed: {Error}; continuing")]
     private static partial void LogAcceptError(ILogger logger, SocketError error);

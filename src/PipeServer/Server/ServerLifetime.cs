@@ -13,10 +13,17 @@ public sealed class ServerLifetime : IDisposable
     /// <summary>Readiness (GET /readyz): true while serving normally; false from the first moment of shutdown.</summary>
     public bool IsReady => _ready;
 
-    /// <summary>Drain-delay phase: keep serving, but every response carries "Connection: close".</summary>
+    /// <summary>
+    /// Drain-delay phase: keep serving, but close each connection after its response. A connection applies
+    /// the same rule as on a drain request: a request the client has already sent behind this one is still
+    /// answered, and the last response carries "Connection: close" (Http1Connection.AnotherRequestAlreadyReceived).
+    /// </summary>
     public bool CloseAfterResponse => _closeAfterResponse;
 
-    /// <summary>Fires when connections are asked to close; handlers of long responses end early on it.</summary>
+    /// <summary>
+    /// Fires when connections are asked to close (the request-close phase, after the drain delay and after
+    /// accepting stops, not at the signal); handlers of long responses end early on it.
+    /// </summary>
     public CancellationToken Draining => _draining.Token;
 
     internal void MarkNotReady() => _ready = false;

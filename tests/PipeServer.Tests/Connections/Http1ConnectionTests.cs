@@ -1,3 +1,4 @@
+using System.Buffers;
 using PipeServer.Connections;
 using PipeServer.Http;
 using PipeServer.Routing;
@@ -200,6 +201,87 @@ public class Http1ConnectionTests
         var text = await c.ReadAllAsync();
         Assert.StartsWith("HTTP/1.1 400", text); // the body ended early: nothing was sent yet, so a 400 is still possible
         Assert.Equal(ConnectionEndReason.BadRequest, c.Connection.EndReason);
+    }
+
+    [Fact]
+    public async Task Drain_of_an_idle_connection_first_answers_a_request_the_transport_already_holds()
+    {
+        await using var c = new InMemoryConnection(Routes());
+        await c.SendAsync("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        await c.ReadUntilAsync("hi");
+        await WaitForStateAsync(c.Connection, ConnectionState.Idle);
+        // The client's next request is in the kernel's receive queue, not yet in the input pipe.
+        c.HoldInTransport("GET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.Connection.RequestClose();
+        var text = await c.ReadAllAsync();
+        Assert.StartsWith("HTTP/1.1 200 OK\r\n", text);
+        Assert.Contains("Connection: close\r\n", text);
+        Assert.EndsWith("hi", text);
+        Assert.Equal(ConnectionEndReason.ServerDrained, c.Connection.EndReason);
+        Assert.False(c.Aborted);
+    }
+
+    /// <summary>A handler that holds the connection until the test releases it, and says when it has started.</summary>
+    private sealed class Gate
+    {
+        public readonly TaskCompletionSource Entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly TaskCompletionSource Release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public RequestHandler Handler => async (_, res) =>
+        {
+            Entered.TrySetResult();
+            await Release.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await res.WriteTextAsync("gated");
+        };
+    }
+
+    private static int Count(string text, string marker)
+    {
+        int seen = 0, at = 0;
+        while ((at = text.IndexOf(marker, at, StringComparison.Ordinal)) >= 0) { seen++; at += marker.Length; }
+        return seen;
+    }
+
+    [Fact]
+    public async Task During_the_drain_delay_requests_already_received_are_answered_and_only_the_last_closes()
+    {
+        var gate = new Gate();
+        var lifetime = new ServerLifetime();
+        await using var c = new InMemoryConnection(Routes(r => r.MapGet("/gate", gate.Handler)), lifetime: lifetime);
+        await c.SendAsync("GET /gate HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        await gate.Entered.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        lifetime.CloseConnectionsAfterResponse(); // the drain-delay phase starts while the first request is in its handler
+        gate.Release.SetResult();
+        var text = await c.ReadAllAsync();
+        Assert.Equal(3, Count(text, "HTTP/1.1 200 OK\r\n"));
+        Assert.Equal(1, Count(text, "Connection: close\r\n"));
+        Assert.True(text.LastIndexOf("Connection: close", StringComparison.Ordinal) > text.LastIndexOf("HTTP/1.1 200", StringComparison.Ordinal), "the close is not on the last response");
+        Assert.EndsWith("hi", text);
+        Assert.Equal(ConnectionEndReason.ServerDrained, c.Connection.EndReason);
+    }
+
+    [Fact]
+    public async Task Requests_pipelined_behind_a_response_already_started_are_answered_after_a_drain()
+    {
+        var lifetime = new ServerLifetime();
+        await using var c = new InMemoryConnection(Routes(r => r.MapGet("/stream", async (req, res) =>
+        {
+            res.Body.Write("chunk\n"u8);
+            await res.Body.FlushAsync(req.Aborted);
+            try { await Task.Delay(TimeSpan.FromSeconds(10), req.Draining); } catch (OperationCanceledException) { }
+        })), lifetime: lifetime);
+        await c.SendAsync("GET /stream HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\nGET /hello HTTP/1.1\r\nHost: a\r\n\r\n");
+        var head = await c.ReadUntilAsync("chunk\n"); // the stream's head is out: it was sent keep-alive
+        Assert.DoesNotContain("Connection: close", head);
+        lifetime.SignalDraining();       // what RequestCloseAll does, in its order
+        c.Connection.RequestClose();
+        var text = head + await c.ReadAllAsync();
+        Assert.Equal(3, Count(text, "HTTP/1.1 200 OK\r\n"));
+        int second = text.IndexOf("HTTP/1.1 200 OK\r\n", 1, StringComparison.Ordinal);
+        Assert.True(text.LastIndexOf("\r\n0\r\n\r\n", second, StringComparison.Ordinal) > 0, "the stream did not end with its terminal chunk before the next response");
+        Assert.Equal(1, Count(text, "Connection: close\r\n"));
+        Assert.True(text.IndexOf("Connection: close", StringComparison.Ordinal) > text.LastIndexOf("HTTP/1.1 200", StringComparison.Ordinal), "the close is not on the last response");
+        Assert.EndsWith("hi", text);
+        Assert.Equal(ConnectionEndReason.ServerDrained, c.Connection.EndReason);
     }
 
     private static async Task WaitForStateAsync(Http1Connection connection, ConnectionState state)

@@ -42,7 +42,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("a", log), new FakeService("b", log), new FakeService("c", log)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        var run = manager.RunAsync(root, CancellationToken.None);
+        var run = manager.RunAsync(root);
         var deadline = DateTime.UtcNow.AddSeconds(5);
         while (!log.Events.Contains("start c")) // all three started, so the stop order covers them all
         {
@@ -61,7 +61,7 @@ public class ServiceManagerTests
         var faulty = new FakeService("job", log, run: async _ => { await Task.Yield(); throw new InvalidOperationException("job crashed"); });
         var manager = new ServiceManager([new FakeService("http", log), faulty], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.True(root.IsCancellationRequested); // the shared root token told everyone
         Assert.Equal("job", manager.FaultedService);
         Assert.Equal(["start http", "start job", "stop job", "stop http"], log.Events);
@@ -73,7 +73,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("quitter", log, run: _ => Task.CompletedTask)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
     }
 
     [Fact]
@@ -82,7 +82,7 @@ public class ServiceManagerTests
         var log = new Recorder();
         var manager = new ServiceManager([new FakeService("a", log), new FakeService("b", log, failStart: true), new FakeService("c", log)], NullLogger.Instance, TimeSpan.FromSeconds(5));
         using var root = new CancellationTokenSource();
-        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(RunOutcome.Faulted, await manager.RunAsync(root).WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.Equal(["start a", "stop a"], log.Events);
     }
 
@@ -94,7 +94,7 @@ public class ServiceManagerTests
             [new FakeService("a", log, stopTakes: TimeSpan.FromSeconds(30)), new FakeService("b", log, stopTakes: TimeSpan.FromSeconds(30))],
             NullLogger.Instance, TimeSpan.FromMilliseconds(300));
         using var root = new CancellationTokenSource();
-        var run = manager.RunAsync(root, CancellationToken.None);
+        var run = manager.RunAsync(root);
         root.Cancel();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         Assert.Equal(RunOutcome.DeadlineExceeded, await run.WaitAsync(TimeSpan.FromSeconds(5)));

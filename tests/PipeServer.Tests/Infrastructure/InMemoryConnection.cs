@@ -77,6 +77,39 @@ public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
 
     void ITransportControl.RequestLingeringClose() => LingerRequested = true;
 
+    // Bytes "received by the kernel" but not yet in the input pipe, as a socket's receive queue holds a request
+    // its receive loop has not moved yet. Like a receive loop, the transport delivers them on its own; here it
+    // does so once the protocol asks about them, so a test learns at once whether the protocol looked before
+    // closing. They count as undelivered until they are in the pipe.
+    private volatile byte[]? _held;
+
+    /// <summary>Holds <paramref name="text"/> in the transport: reported by HasUndeliveredInput, delivered to the pipe once asked about.</summary>
+    public void HoldInTransport(string text) => _held = Encoding.Latin1.GetBytes(text);
+
+    bool ITransportControl.HasUndeliveredInput
+    {
+        get
+        {
+            var held = _held;
+            if (held is null) return false;
+            if (Interlocked.Exchange(ref _delivering, 1) == 0)
+            {
+                _ = Task.Run(async () =>
+                {
+                    await _toServer.Writer.WriteAsync(held);
+                    _held = null;
+                });
+            }
+            return true;
+        }
+    }
+    private int _delivering;
+
+    // Bytes the test writes go straight into the pipe, where the protocol looks after taking its mark; only held
+    // bytes are ever "in the transport", so an idle close succeeds unless some are held.
+    long ITransportControl.ReceivedBytes => 0;
+    ValueTask<bool> ITransportControl.TryCloseIdleAsync(long receivedMark) => ValueTask.FromResult(_held is null);
+
     public async ValueTask DisposeAsync()
     {
         await _toServer.Writer.CompleteAsync();

@@ -258,4 +258,52 @@ public sealed class RawConnection : IAsyncDisposable
         _socket.Dispose();
         return ValueTask.CompletedTask;
     }
+
+    /// <summary>
+    /// Reads one response, or tells how the server closed instead: before any byte of a response (by FIN or by
+    /// RST), or in the middle of one (<see cref="RawOutcome.Truncated"/>: a reset or EOF after response bytes).
+    /// Shutdown tests need the difference: a close before the first byte is the keep-alive race a client retries;
+    /// a close after it is a cut response.
+    /// </summary>
+    public async Task<RawOutcome> ReadResponseOrCloseAsync(TimeSpan? timeout = null)
+    {
+        using (var cts = new CancellationTokenSource(timeout ?? DefaultTimeout))
+        {
+            if (_end == _start)
+            {
+                try
+                {
+                    if (!await FillAsync(cts.Token)) return new RawOutcome(null, ClosedBeforeResponse: true, Reset: false, Error: null);
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+                {
+                    return new RawOutcome(null, ClosedBeforeResponse: true, Reset: true, Error: null);
+                }
+            }
+        }
+        // At least one byte of a response is here: from now on, any way of ending early is a truncation.
+        try { return new RawOutcome(await ReadResponseAsync(timeout: timeout), false, false, null); }
+        catch (Exception ex) when (ex is SocketException or EndOfStreamException or InvalidDataException or FormatException)
+        {
+            return new RawOutcome(null, ClosedBeforeResponse: false, Reset: ex is SocketException, Error: ex);
+        }
+    }
+
+    /// <summary>Waits (bounded) until the bytes received so far contain <paramref name="text"/>, without consuming them; false if the connection closed first.</summary>
+    public async Task<bool> WaitForReceivedAsync(string text, TimeSpan? timeout = null)
+    {
+        var wanted = Encoding.Latin1.GetBytes(text);
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        while (_buffer.AsSpan(_start, _end - _start).IndexOf(wanted) < 0)
+        {
+            if (!await FillAsync(cts.Token)) return false;
+        }
+        return true;
+    }
+}
+
+/// <summary>What came back for one request: a whole response, a close before any byte of one (FIN or RST), or a truncated one.</summary>
+public sealed record RawOutcome(RawResponse? Response, bool ClosedBeforeResponse, bool Reset, Exception? Error)
+{
+    public bool Truncated => Response is null && !ClosedBeforeResponse;
 }

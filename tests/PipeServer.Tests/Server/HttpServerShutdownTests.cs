@@ -53,12 +53,25 @@ public class HttpServerShutdownTests
     }
 
     [Fact]
-    public async Task Force_cancels_the_wait()
+    public async Task Reset_resets_every_connection_at_once_even_in_the_middle_of_the_drain_delay()
     {
-        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromSeconds(60), DrainDelay = TimeSpan.FromSeconds(60) });
-        using var force = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
-        var clock = Stopwatch.StartNew();
-        await server.Server.ShutdownAsync(force.Token).WaitAsync(TimeSpan.FromSeconds(10));
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5));
+        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromSeconds(60), DrainDelay = TimeSpan.FromSeconds(3) });
+        var stream = await server.ConnectAsync();
+        await stream.SendAsync("GET /stream?count=100000&interval=20 HTTP/1.0\r\n\r\n"); // close-delimited
+        Assert.True(await stream.WaitForReceivedAsync("chunk 0\n"));
+        var idle = await server.ConnectAsync();
+        await idle.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+        await idle.ReadResponseAsync();
+        await server.WaitForConnectionCountAsync(2);
+        var shutdown = server.Server.ShutdownAsync(); // now in its drain delay, for 3 s
+
+        Assert.Equal(2, server.Server.ResetAllConnections());
+        Assert.False(await stream.ClosedWithFinAsync(), "a cut close-delimited stream must end with a reset");
+        Assert.False(await idle.ClosedWithFinAsync(), "the idle connection was closed, not reset");
+        await server.WaitForConnectionCountAsync(0);
+        Assert.False(shutdown.IsCompleted); // the graceful path, still in its drain delay, is not what ended them
+        var report = await shutdown.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, report.OpenAtStopAccepting);
+        await stream.DisposeAsync(); await idle.DisposeAsync();
     }
 }
