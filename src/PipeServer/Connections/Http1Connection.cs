@@ -15,7 +15,7 @@ namespace PipeServer.Connections;
 //   loop                  while keep-alive; flush only when about to wait for input (one flush per batch
 //                         of pipelined requests)
 //
-// Two signals from outside, never confused (STYLE.md habit 2):
+// Two signals from outside, never confused (docs/architecture.md §3):
 //   RequestClose()  drain: finish the response in flight (and requests already received behind it), send
 //                   "Connection: close", then stop. An idle connection stops at once, unless the client has
 //                   already sent its next request (even one still in the kernel): that one is answered first.

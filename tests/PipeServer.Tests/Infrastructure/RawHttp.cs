@@ -160,13 +160,6 @@ public sealed class RawConnection : IAsyncDisposable
         catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset) { return CloseKind.Reset; }
     }
 
-    /// <summary>
-    /// Either kind of close (FIN or RST) within the timeout: kept only for callers that have not yet said which
-    /// one they expect. New assertions use <see cref="WaitForCloseAsync"/> and name the kind.
-    /// </summary>
-    public async Task<bool> IsClosedByServerAsync(TimeSpan? timeout = null) =>
-        await WaitForCloseAsync(timeout) is CloseKind.Fin or CloseKind.Reset;
-
     /// <summary>Reads and discards until the server ends the connection (bounded), then says whether with a FIN (true) or a reset (false).</summary>
     public async Task<bool> ClosedWithFinAsync(TimeSpan? timeout = null) => await DiscardUntilCloseAsync(timeout) == CloseKind.Fin;
 
