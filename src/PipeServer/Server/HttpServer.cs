@@ -24,6 +24,8 @@ namespace PipeServer.Server;
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
 public sealed partial class HttpServer : IAsyncDisposable
 {
+    /// <summary>url.scheme of every connection this server accepts: its listeners are plain TCP (no TLS yet).</summary>
+    public const string PlainTextScheme = "http";
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
     private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = Encoding.ASCII.GetBytes(
