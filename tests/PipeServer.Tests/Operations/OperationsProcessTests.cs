@@ -26,7 +26,7 @@ public class OperationsProcessTests
         var docs = jsonLines.Select(l => JsonDocument.Parse(l)).ToList();
         var access = Assert.Single(docs, d => d.RootElement.GetProperty("Category").GetString() == "PipeServer.AccessLog");
         var message = access.RootElement.GetProperty("Message").GetString()!;
-        Assert.Matches(@"^GET /plaintext 200 13 [0-9.]+ms conn=\d+$", message);
+        Assert.Matches(@"^127\.0\.0\.1 - - \[[^\]]+\] ""GET /plaintext\?x=1 HTTP/1\.1"" 200 13 ""-"" ""-"" [0-9.]+ ""\d+-1""$", message);
         Assert.Contains(docs, d => d.RootElement.GetProperty("Message").GetString()!.StartsWith("Shutdown complete", StringComparison.Ordinal));
     }
 
