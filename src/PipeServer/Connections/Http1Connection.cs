@@ -86,14 +86,14 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _abortCts = CancellationTokenSource.CreateLinkedTokenSource(serverAbort);
         RemoteEndPoint = remote;
         _body = _emptyBody;
-        _request.SetConnectionClient(remote?.Address, options.TrustedProxies);
+        _request.SetConnectionClient(remote, options.TrustedProxies);
     }
 
     /// <summary>url.scheme of the listener this connection came from (a metrics attribute): plain TCP is "http".</summary>
     public string UrlScheme { get; init; } = HttpServer.PlainTextScheme;
 
     /// <summary>A trusted balancer's PROXY header named the client: requests on this connection come from it.</summary>
-    internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source.Address, _options.TrustedProxies);
+    internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source, _options.TrustedProxies);
 
     /// <summary>
     /// Ends a connection that never reached its first request (its PROXY header was missing, malformed, or
@@ -434,12 +434,16 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         bool line = _headLineParsed; // a request refused before its line parsed logs "-" for it
         var peer = RemoteEndPoint?.Address is { } p ? ClientAddress.Normalize(p).ToString() : "-";
-        var client = _request.ResolveClientAddress(_head)?.ToString() ?? "-";
+        var clientAddress = _request.ResolveClientAddress(_head);
+        var client = clientAddress?.ToString() ?? "-";
+        // The port is known for the socket peer or a PROXY header's source, not for an X-Forwarded-For hop.
+        int? clientPort = clientAddress is not null && clientAddress.Equals(_request.ConnectionClient) ? _request.ConnectionClientPort : null;
         // A trusted balancer's X-Request-ID ties our line to its own; bounded so a header cannot bloat the log.
         var forwardedId = _request.ConnectionClientIsTrusted ? _head.GetHeader("X-Request-ID") : null;
         AccessLog.Write(log, new AccessLogEntry
         {
             ClientAddress = client,
+            ClientPort = clientPort,
             PeerAddress = peer,
             Time = DateTimeOffset.UtcNow,
             Method = line ? _head.MethodName : null,

@@ -55,16 +55,19 @@ public sealed class HttpRequest
 
     // Per connection: the peer or a PROXY header's source, and the trust list. Per request: the cached answer.
     private IPAddress? _connectionClient;
+    private int _connectionClientPort;
     private IReadOnlyList<IPNetwork> _trustedProxies = [];
     private IPAddress? _clientAddress;
 
     /// <summary>The address requests on this connection come from: the socket peer, or a trusted PROXY header's source.</summary>
     internal IPAddress? ConnectionClient => _connectionClient;
+    internal int ConnectionClientPort => _connectionClientPort;
     internal bool ConnectionClientIsTrusted => Server.ClientAddress.IsTrusted(_connectionClient, _trustedProxies);
 
-    internal void SetConnectionClient(IPAddress? address, IReadOnlyList<IPNetwork> trustedProxies)
+    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies)
     {
-        _connectionClient = address is null ? null : Server.ClientAddress.Normalize(address);
+        _connectionClient = endPoint is null ? null : Server.ClientAddress.Normalize(endPoint.Address);
+        _connectionClientPort = endPoint?.Port ?? 0;
         _trustedProxies = trustedProxies;
         _clientAddress = null;
     }

@@ -15,7 +15,8 @@ namespace PipeServer.Server;
 //            byte a client sends can end the line early or fake a field. The target is logged as received
 //            (percent-escapes kept), never the decoded path: "%0D%0A" stays six characters.
 //   state    the same fields, unescaped, as properties (ClientAddress, PeerAddress, Time, Method, Target,
-//            Protocol, Status, Bytes, Referer, UserAgent, DurationSeconds, RequestId, ConnectionId): what the
+//            Protocol, Status, Bytes, Referer, UserAgent, DurationSeconds, RequestId, ConnectionId; plus
+//            ClientPort, which CLF has no place for): what the
 //            JSON console formatter writes under "State", with JSON's own escaping.
 // Program.cs gives the category its own minimum level, so --log-level never hides access lines, and in text
 // mode its own formatter, which writes the message alone (no timestamp/level prefix): pure CLF.
@@ -79,6 +80,8 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
 
     /// <summary>The client: the socket peer, or what a trusted proxy said (PROXY header, X-Forwarded-For). "-" when unknown.</summary>
     public required string ClientAddress { get; init; }
+    /// <summary>The client's port: the socket peer's or the PROXY header's; null when X-Forwarded-For named the client. Not in the CLF line.</summary>
+    public int? ClientPort { get; init; }
     /// <summary>The socket peer (the balancer, when there is one).</summary>
     public required string PeerAddress { get; init; }
     /// <summary>When the request ended (UTC).</summary>
@@ -132,7 +135,7 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
         return sb.ToString();
     }
 
-    public int Count => 13;
+    public int Count => 14;
 
     public KeyValuePair<string, object?> this[int index] => index switch
     {
@@ -149,6 +152,7 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
         10 => new("DurationSeconds", DurationSeconds),
         11 => new("RequestId", RequestId),
         12 => new("ConnectionId", ConnectionId),
+        13 => new("ClientPort", ClientPort),
         _ => throw new ArgumentOutOfRangeException(nameof(index)),
     };
 

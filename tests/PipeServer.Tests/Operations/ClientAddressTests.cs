@@ -58,7 +58,7 @@ public class ClientAddressTests
         };
         Assert.Equal(@"203.0.113.9 - - [02/Dec/2026:05:06:07 +0000] ""GET /a b\x22 HTTP/1.1"" 200 13 ""-"" ""ua\x5C"" 0.001235 ""7-3""", entry.Line);
         Assert.Equal(entry.Line, entry.ToString());
-        Assert.Equal(13, entry.Count);
+        Assert.Equal(14, entry.Count);
         Assert.Equal(entry.Count, entry.Select(kv => kv.Key).Distinct().Count());
         var unparsed = new AccessLogEntry { ClientAddress = "-", PeerAddress = "-", Time = entry.Time, Status = 400, Bytes = 0, DurationSeconds = 0, RequestId = "1-1", ConnectionId = 1 };
         Assert.Contains(" \"-\" 400 0 ", unparsed.Line, StringComparison.Ordinal);
