@@ -177,7 +177,9 @@ public static class CommandLine
             IPNetwork network;
             if (raw.Contains('/'))
             {
-                if (!IPNetwork.TryParse(raw, out network))
+                // .NET 10 quietly masks host bits ("10.0.0.1/8" becomes 10.0.0.0/8); refuse them instead: such an
+                // entry is a typo for either a range or one address, and trusting the wrong one is a spoofing hole.
+                if (!IPNetwork.TryParse(raw, out network) || !IPAddress.TryParse(raw.AsSpan(0, raw.IndexOf('/')), out var given) || !given.Equals(network.BaseAddress))
                     throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address or a CIDR range (a range's host bits must be zero, e.g. 10.0.0.0/8)");
             }
             else if (IPAddress.TryParse(raw, out var ip))

@@ -24,8 +24,9 @@ public enum ProxyReadOutcome : byte
     NoHeader,
     /// <summary>Missing (trusted peer), malformed, or sent by an untrusted peer: close.</summary>
     Rejected,
-    /// <summary>The peer closed, the wait timed out, or the server is draining: close quietly.</summary>
+    /// <summary>The peer closed or went away, or the server is draining (RequestClose): close quietly.</summary>
     Closed,
+    /// <summary>No complete header within the request-header timeout: close quietly (there is no request to answer with 408).</summary>
     TimedOut,
 }
 

@@ -85,6 +85,31 @@ public class CommandLineBoundsTests
         Assert.Contains("not an average", line, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Trusted_proxies_and_the_proxy_protocol_from_flags_and_environment()
+    {
+        var o = CommandLine.Parse(["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1", "--proxy-protocol"], NoEnv)!.Server;
+        Assert.Equal([System.Net.IPNetwork.Parse("10.0.0.0/8"), System.Net.IPNetwork.Parse("127.0.0.1/32"), System.Net.IPNetwork.Parse("::1/128")], o.TrustedProxies);
+        Assert.True(o.ProxyProtocol);
+        var env = new Dictionary<string, string?> { ["PIPESERVER_TRUSTED_PROXIES"] = "192.168.0.0/16", ["PIPESERVER_PROXY_PROTOCOL"] = "true" };
+        var fromEnv = CommandLine.Parse([], env)!.Server;
+        Assert.Equal([System.Net.IPNetwork.Parse("192.168.0.0/16")], fromEnv.TrustedProxies);
+        Assert.True(fromEnv.ProxyProtocol);
+        Assert.Empty(CommandLine.Parse([], NoEnv)!.Server.TrustedProxies);
+    }
+
+    [Theory]
+    [InlineData("--trusted-proxies", "10.0.0.1/8")]   // host bits set: a typo for 10.0.0.0/8 or for 10.0.0.1?
+    [InlineData("--trusted-proxies", "balancer.internal")]
+    [InlineData("--trusted-proxies", ",")]
+    [InlineData("--proxy-protocol", "true")]         // without --trusted-proxies nobody may send one
+    public void Bad_proxy_settings_name_their_flag(string flag, string value)
+    {
+        string[] args = flag == "--proxy-protocol" ? ["--proxy-protocol"] : [flag, value];
+        var ex = Assert.Throws<CommandLineException>(() => CommandLine.Parse(args, NoEnv));
+        Assert.StartsWith(flag + ":", ex.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--log-level", "42", "--log-level: '42'")]
     [InlineData("--max-request-line-size", "1048576", "--max-request-line-size: '1048576'")]
