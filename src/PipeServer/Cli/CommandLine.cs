@@ -68,9 +68,11 @@ public static class CommandLine
             "Options (each also settable as an environment variable PIPESERVER_<NAME>, e.g. PIPESERVER_PORT;",
             "a flag wins over the environment; seconds may be fractional, e.g. 0.5):",
         };
+        // The widest "--name VALUE" plus two spaces, so a long value name never runs into its help text.
+        int width = Options.Max(o => $"  --{o.Name} {o.ValueName}".TrimEnd().Length) + 2;
         foreach (var o in Options)
-            lines.Add($"  --{o.Name} {o.ValueName}".TrimEnd().PadRight(38) + o.Help);
-        lines.Add("  --help".PadRight(38) + "print this help and exit");
+            lines.Add($"  --{o.Name} {o.ValueName}".TrimEnd().PadRight(width) + o.Help);
+        lines.Add("  --help".PadRight(width) + "print this help and exit");
         lines.Add("");
         lines.Add("Signals: SIGTERM, SIGINT or SIGHUP start a graceful shutdown; a second one exits at once.");
         lines.Add("Exit codes: 0 clean shutdown, 1 could not start or a fault, 2 shutdown deadline passed and");

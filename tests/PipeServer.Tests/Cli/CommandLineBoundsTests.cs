@@ -77,6 +77,13 @@ public class CommandLineBoundsTests
     }
 
     [Fact]
+    public void Help_keeps_two_spaces_between_every_flag_and_its_text()
+    {
+        foreach (var line in CommandLine.Usage().Split('\n').Where(l => l.StartsWith("  --", StringComparison.Ordinal)))
+            Assert.Matches(@"^  --[a-z-]+( [A-Z_]+)?  +\S", line);
+    }
+
+    [Fact]
     public void Min_response_rate_is_documented_as_a_per_send_stall_rule()
     {
         var line = Assert.Single(CommandLine.Usage().Split('\n'), l => l.TrimStart().StartsWith("--min-response-rate ", StringComparison.Ordinal));
