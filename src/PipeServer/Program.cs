@@ -39,20 +39,15 @@ public static class Program
             return ExitClean;
         }
 
-        using var loggerFactory = LoggerFactory.Create(b =>
-        {
-            b.SetMinimumLevel(options.LogLevel);
-            if (options.LogFormat == LogFormat.Json)
-                b.AddJsonConsole(o => { o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ"; o.UseUtcTimestamp = true; });
-            else
-                b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.UseUtcTimestamp = true; });
-        });
+        // The operational log at --log-level; the access log and the Listening line whatever it says (Hosting/ConsoleLogging.cs).
+        using var logging = new ConsoleLogging(options);
+        var loggerFactory = logging.Factory;
         var logger = loggerFactory.CreateLogger("PipeServer");
         using var notifier = new SystemdNotifier();
 
         var router = new Router();
         await using var server = new HttpServer(options.Server, router.HandleAsync,
-            loggerFactory.CreateLogger("PipeServer.Server"), loggerFactory.CreateLogger("PipeServer.AccessLog"));
+            loggerFactory.CreateLogger("PipeServer.Server"), logging.AccessLogger);
         DemoEndpoints.Map(router, server.Lifetime);
         using var metricsEndpoint = options.Metrics ? new MetricsEndpoint(server.Metrics) : null;
         metricsEndpoint?.Map(router);
@@ -68,8 +63,7 @@ public static class Program
         {
             new HttpServerService(server, line =>
             {
-                Console.Out.WriteLine(line);
-                Console.Out.Flush();
+                logging.Announce(line);
                 notifier.Notify("READY=1\nSTATUS=" + line);
             }),
         };

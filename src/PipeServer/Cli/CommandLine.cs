@@ -21,25 +21,39 @@ public static class CommandLine
     /// <summary>ValueName null: a switch that takes no value on the command line (true/false/1/0 in the environment).</summary>
     private sealed record Option(string Name, string? ValueName, string Help);
 
+    // Upper bounds, each enforced below against its own flag and printed in --help (README "Bounds" lists them).
+    // The line and header-section maxima together (64 KiB + 512 KiB) fit in the 1 MiB per-connection input
+    // buffer, so no combination of flags can trip HttpServerOptions.Validate's "whole head fits" rule.
+    internal const int MaxPort = 65535;
+    internal const double MaxSeconds = 86400;
+    internal const int MaxConnectionsLimit = 1_000_000;
+    internal const int MaxRequestLineLimit = 64 * 1024;
+    internal const int MaxHeaderCountLimit = 10_000;
+    internal const int MaxHeadersSizeLimit = 512 * 1024;
+    internal const double MaxRate = 1e9;
+    internal const int MaxTrustedProxies = 64;
+
     private static readonly Option[] Options =
     [
         new("address", "ADDR", "IP address to listen on (default 0.0.0.0)"),
-        new("port", "N", "TCP port, 0 picks a free one (default 8080)"),
-        new("shutdown-timeout", "SECONDS", "after accepting stops, how long in-flight requests may finish before they are aborted (default 30)"),
-        new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails (default 0)"),
-        new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this (default 10)"),
-        new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this; keep it above a pooling balancer's idle timeout (default 130)"),
-        new("max-connections", "N", "open connections allowed at once; more get 503 (default unlimited)"),
-        new("max-request-body-size", "BYTES", "largest request body accepted; larger gets 413 (default 30000000)"),
-        new("max-request-line-size", "BYTES", "longest request line; longer gets 414 (default 8192)"),
-        new("max-request-header-count", "N", "most header fields; more gets 431 (default 100)"),
-        new("max-request-headers-size", "BYTES", "largest header section; larger gets 431 (default 32768)"),
-        new("min-request-body-rate", "BYTES_PER_SECOND", "slower uploads get 408 after a 5 s grace, 0 turns it off (default 240)"),
-        new("min-response-rate", "BYTES_PER_SECOND", "clients reading slower are aborted after a 5 s grace, 0 turns it off (default 240)"),
-        new("heartbeat-interval", "SECONDS", "log a heartbeat line this often, 0 to turn off (default 30)"),
-        new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information)"),
-        new("log-format", "FORMAT", "text or json (default text)"),
-        new("access-log", null, "log one line per request: method, path, status, bytes, duration, connection id"),
+        new("port", "N", "TCP port, 0 to 65535; 0 picks a free one (default 8080)"),
+        new("shutdown-timeout", "SECONDS", "after accepting stops, how long in-flight requests may finish before they are aborted, 0 to 86400 (default 30)"),
+        new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails, 0 to 86400 (default 0)"),
+        new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this, more than 0 to 86400 (default 10)"),
+        new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this; keep it above a pooling balancer's idle timeout; more than 0 to 86400 (default 130)"),
+        new("max-connections", "N", "open connections allowed at once, 1 to 1000000; more get 503 (default unlimited)"),
+        new("max-request-body-size", "BYTES", "largest request body accepted, 0 to 9223372036854775807; larger gets 413 (default 30000000)"),
+        new("max-request-line-size", "BYTES", "longest request line, 64 to 65536; longer gets 414 (default 8192)"),
+        new("max-request-header-count", "N", "most header fields, 1 to 10000; more gets 431 (default 100)"),
+        new("max-request-headers-size", "BYTES", "largest header section, 64 to 524288; larger gets 431 (default 32768)"),
+        new("min-request-body-rate", "BYTES_PER_SECOND", "slower uploads get 408 after a 5 s grace (counted while the handler waits for body bytes), 0 to 1000000000, 0 turns it off (default 240)"),
+        new("min-response-rate", "BYTES_PER_SECOND", "per-send stall rule, not an average: a send to the client (up to 4 KiB) that makes no progress within max(5 s, its size / rate) aborts the connection; 0 to 1000000000, 0 turns it off (default 240)"),
+        new("heartbeat-interval", "SECONDS", "log a heartbeat line this often, 0 to 86400, 0 turns it off (default 30)"),
+        new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information); the access log and the Listening line are not filtered by it"),
+        new("log-format", "FORMAT", "text or json (default text); json: every line on standard output is one JSON object"),
+        new("access-log", null, "one line per request, Combined Log Format (text) or a JSON object with the same fields, whatever --log-level says"),
+        new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64): only their X-Forwarded-For and PROXY headers set the client address (default none)"),
+        new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
     ];
 
@@ -54,9 +68,11 @@ public static class CommandLine
             "Options (each also settable as an environment variable PIPESERVER_<NAME>, e.g. PIPESERVER_PORT;",
             "a flag wins over the environment; seconds may be fractional, e.g. 0.5):",
         };
+        // The widest "--name VALUE" plus two spaces, so a long value name never runs into its help text.
+        int width = Options.Max(o => $"  --{o.Name} {o.ValueName}".TrimEnd().Length) + 2;
         foreach (var o in Options)
-            lines.Add($"  --{o.Name} {o.ValueName}".TrimEnd().PadRight(38) + o.Help);
-        lines.Add("  --help".PadRight(38) + "print this help and exit");
+            lines.Add($"  --{o.Name} {o.ValueName}".TrimEnd().PadRight(width) + o.Help);
+        lines.Add("  --help".PadRight(width) + "print this help and exit");
         lines.Add("");
         lines.Add("Signals: SIGTERM, SIGINT or SIGHUP start a graceful shutdown; a second one exits at once.");
         lines.Add("Exit codes: 0 clean shutdown, 1 could not start or a fault, 2 shutdown deadline passed and");
@@ -103,27 +119,30 @@ public static class CommandLine
             if (!IPAddress.TryParse(address, out var ip)) throw new CommandLineException($"--address: '{address}' is not an IP address");
             server = server with { Address = ip };
         }
-        if (values.TryGetValue("port", out var port)) server = server with { Port = ParseInt("port", port, 0, 65535) };
+        if (values.TryGetValue("port", out var port)) server = server with { Port = ParseInt("port", port, 0, MaxPort) };
         if (values.TryGetValue("shutdown-timeout", out var st)) server = server with { ShutdownTimeout = ParseSeconds("shutdown-timeout", st, allowZero: true) };
         if (values.TryGetValue("drain-delay", out var dd)) server = server with { DrainDelay = ParseSeconds("drain-delay", dd, allowZero: true) };
         if (values.TryGetValue("request-header-timeout", out var rht)) server = server with { RequestHeaderTimeout = ParseSeconds("request-header-timeout", rht, allowZero: false) };
         if (values.TryGetValue("keep-alive-timeout", out var kat)) server = server with { KeepAliveTimeout = ParseSeconds("keep-alive-timeout", kat, allowZero: false) };
-        if (values.TryGetValue("max-connections", out var mc)) server = server with { MaxConnections = ParseInt("max-connections", mc, 1, int.MaxValue) };
+        if (values.TryGetValue("max-connections", out var mc)) server = server with { MaxConnections = ParseInt("max-connections", mc, 1, MaxConnectionsLimit) };
         if (values.TryGetValue("max-request-body-size", out var mb)) server = server with { MaxRequestBodySize = ParseLong("max-request-body-size", mb, 0, long.MaxValue) };
 
-        if (values.TryGetValue("max-request-line-size", out var mrl)) server = server with { MaxRequestLineSize = ParseInt("max-request-line-size", mrl, 64, 1024 * 1024) };
-        if (values.TryGetValue("max-request-header-count", out var mhc)) server = server with { MaxRequestHeaderCount = ParseInt("max-request-header-count", mhc, 1, 10_000) };
-        if (values.TryGetValue("max-request-headers-size", out var mhs)) server = server with { MaxRequestHeadersTotalSize = ParseInt("max-request-headers-size", mhs, 64, 512 * 1024) };
+        if (values.TryGetValue("max-request-line-size", out var mrl)) server = server with { MaxRequestLineSize = ParseInt("max-request-line-size", mrl, 64, MaxRequestLineLimit) };
+        if (values.TryGetValue("max-request-header-count", out var mhc)) server = server with { MaxRequestHeaderCount = ParseInt("max-request-header-count", mhc, 1, MaxHeaderCountLimit) };
+        if (values.TryGetValue("max-request-headers-size", out var mhs)) server = server with { MaxRequestHeadersTotalSize = ParseInt("max-request-headers-size", mhs, 64, MaxHeadersSizeLimit) };
         if (values.TryGetValue("min-request-body-rate", out var mbr)) server = server with { MinRequestBodyDataRate = ParseRate("min-request-body-rate", mbr) };
         if (values.TryGetValue("min-response-rate", out var mrr)) server = server with { MinResponseDataRate = ParseRate("min-response-rate", mrr) };
 
         var heartbeat = values.TryGetValue("heartbeat-interval", out var hb) ? ParseSeconds("heartbeat-interval", hb, allowZero: true) : TimeSpan.FromSeconds(30);
         var level = Microsoft.Extensions.Logging.LogLevel.Information;
-        if (values.TryGetValue("log-level", out var ll) && !Enum.TryParse(ll, ignoreCase: true, out level))
-            throw new CommandLineException($"--log-level: '{ll}' is not one of trace, debug, information, warning, error, critical, none");
+        if (values.TryGetValue("log-level", out var ll)) level = ParseLogLevel(ll);
 
         bool metrics = values.TryGetValue("metrics", out var m) && ParseSwitch("metrics", m);
         if (values.TryGetValue("access-log", out var al)) server = server with { AccessLog = ParseSwitch("access-log", al) };
+        if (values.TryGetValue("trusted-proxies", out var tp)) server = server with { TrustedProxies = ParseTrustedProxies(tp) };
+        if (values.TryGetValue("proxy-protocol", out var pp)) server = server with { ProxyProtocol = ParseSwitch("proxy-protocol", pp) };
+        if (server.ProxyProtocol && server.TrustedProxies.Count == 0)
+            throw new CommandLineException("--proxy-protocol: needs --trusted-proxies (the balancers whose PROXY header is believed)");
         var format = LogFormat.Text;
         if (values.TryGetValue("log-format", out var lf))
             format = lf.ToLowerInvariant() switch
@@ -136,6 +155,46 @@ public static class CommandLine
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
         return new ExecutableOptions(server, heartbeat, level, metrics, format);
+    }
+
+    /// <summary>Names only: Enum.TryParse would also take "42" or "2", and a level of 42 silently logs nothing.</summary>
+    private static Microsoft.Extensions.Logging.LogLevel ParseLogLevel(string value) => value.ToLowerInvariant() switch
+    {
+        "trace" => Microsoft.Extensions.Logging.LogLevel.Trace,
+        "debug" => Microsoft.Extensions.Logging.LogLevel.Debug,
+        "information" or "info" => Microsoft.Extensions.Logging.LogLevel.Information,
+        "warning" or "warn" => Microsoft.Extensions.Logging.LogLevel.Warning,
+        "error" => Microsoft.Extensions.Logging.LogLevel.Error,
+        "critical" => Microsoft.Extensions.Logging.LogLevel.Critical,
+        "none" => Microsoft.Extensions.Logging.LogLevel.None,
+        _ => throw new CommandLineException($"--log-level: '{value}' is not one of trace, debug, information, warning, error, critical, none"),
+    };
+
+    /// <summary>"10.0.0.1,10.1.0.0/16,::1": single addresses become /32 or /128 networks.</summary>
+    private static IReadOnlyList<IPNetwork> ParseTrustedProxies(string value)
+    {
+        var list = new List<IPNetwork>();
+        foreach (var raw in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            IPNetwork network;
+            if (raw.Contains('/'))
+            {
+                // .NET 10 quietly masks host bits ("10.0.0.1/8" becomes 10.0.0.0/8); refuse them instead: such an
+                // entry is a typo for either a range or one address, and trusting the wrong one is a spoofing hole.
+                if (!IPNetwork.TryParse(raw, out network) || !IPAddress.TryParse(raw.AsSpan(0, raw.IndexOf('/')), out var given) || !given.Equals(network.BaseAddress))
+                    throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address or a CIDR range (a range's host bits must be zero, e.g. 10.0.0.0/8)");
+            }
+            else if (IPAddress.TryParse(raw, out var ip))
+            {
+                ip = ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip;
+                network = new IPNetwork(ip, ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+            }
+            else throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address or a CIDR range");
+            list.Add(network);
+        }
+        if (list.Count == 0) throw new CommandLineException("--trusted-proxies: the list is empty");
+        if (list.Count > MaxTrustedProxies) throw new CommandLineException($"--trusted-proxies: {list.Count} entries, at most {MaxTrustedProxies} (use CIDR ranges)");
+        return list;
     }
 
     private static int ParseInt(string name, string value, int min, int max)
@@ -161,14 +220,14 @@ public static class CommandLine
 
     private static double ParseRate(string name, string value)
     {
-        if (!double.TryParse(value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double r) || double.IsNaN(r) || r < 0 || r > 1e9)
+        if (!double.TryParse(value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double r) || double.IsNaN(r) || r < 0 || r > MaxRate)
             throw new CommandLineException($"--{name}: '{value}' is not a number of bytes per second from 0 to 1000000000");
         return r;
     }
 
     private static TimeSpan ParseSeconds(string name, string value, bool allowZero)
     {
-        const double max = 86400;
+        const double max = MaxSeconds;
         if (!double.TryParse(value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out double s) ||
             double.IsNaN(s) || s < 0 || s > max || (!allowZero && s == 0))
             throw new CommandLineException($"--{name}: '{value}' is not a number of seconds from {(allowZero ? "0" : "more than 0")} to {max}");

@@ -89,6 +89,26 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _abortCts = CancellationTokenSource.CreateLinkedTokenSource(serverAbort);
         RemoteEndPoint = remote;
         _body = _emptyBody;
+        _request.SetConnectionClient(remote, options.TrustedProxies);
+    }
+
+    /// <summary>url.scheme of the listener this connection came from (a metrics attribute): plain TCP is "http".</summary>
+    public string UrlScheme { get; init; } = HttpServer.PlainTextScheme;
+
+    /// <summary>A trusted balancer's PROXY header named the client: requests on this connection come from it.</summary>
+    internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source, _options.TrustedProxies);
+
+    /// <summary>
+    /// Ends a connection that never reached its first request (its PROXY header was missing, malformed, or
+    /// from an untrusted peer): nothing is written; the pipes complete so the transport closes the socket.
+    /// </summary>
+    internal async Task CloseBeforeFirstRequestAsync(ConnectionEndReason reason)
+    {
+        SetEndReason(reason);
+        Volatile.Write(ref _state, (int)ConnectionState.Closed);
+        await _transport.Output.CompleteAsync().ConfigureAwait(false);
+        await _transport.Input.CompleteAsync().ConfigureAwait(false);
+        _abortCts.Dispose();
     }
 
     public long Id { get; }
@@ -402,7 +422,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     {
         long started = _requestStarted;
         string metricMethod = MetricMethod();
-        _metrics?.RequestStarted(metricMethod);
+        _metrics?.RequestStarted(metricMethod, UrlScheme);
         string? errorType = null;
         try
         {
@@ -415,23 +435,55 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         }
         finally
         {
-            RecordRequest(metricMethod, _head.MethodName, _head.Path, _response.HasStarted ? _response.StatusCode : 500,
+            RecordRequest(metricMethod, _response.HasStarted ? _response.StatusCode : 500,
                 _request.Route, errorType ?? _requestErrorType, started, wasActive: true);
         }
     }
 
     /// <summary>A request refused before its handler ran still counts as a request, with error.type "invalid_request".</summary>
     private void RecordRejectedRequest() =>
-        RecordRequest(_headLineParsed ? MetricMethod() : "_OTHER", _headLineParsed ? _head.MethodName : "-", _headLineParsed ? _head.Path : "-",
-            _response.StatusCode, route: null, "invalid_request", _requestStarted, wasActive: false);
+        RecordRequest(_headLineParsed ? MetricMethod() : "_OTHER", _response.StatusCode, route: null, "invalid_request", _requestStarted, wasActive: false);
+
+    /// <summary>Requests recorded on this connection (finished or rejected): the N of the access log's request id.</summary>
+    private int _requestNumber;
 
     /// <summary>The one place a finished request is recorded: its duration metric and its access-log line.</summary>
-    private void RecordRequest(string metricMethod, string method, string path, int status, string? route, string? errorType, long started, bool wasActive)
+    private void RecordRequest(string metricMethod, int status, string? route, string? errorType, long started, bool wasActive)
     {
-        _metrics?.RequestStopped(metricMethod, status, route, errorType, started, wasActive);
-        if (_accessLog is not null)
-            LogAccess(_accessLog, method, path, status, _response.BodyBytesWritten,
-                started == 0 ? 0 : System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds, Id);
+        _metrics?.RequestStopped(metricMethod, UrlScheme, status, route, errorType, started, wasActive);
+        _requestNumber++;
+        if (_accessLog is not null && _accessLog.IsEnabled(LogLevel.Information)) LogAccess(_accessLog, status, started);
+    }
+
+    /// <summary>Only with the access log on: the allocations (strings, the entry) are the price of the line.</summary>
+    private void LogAccess(ILogger log, int status, long started)
+    {
+        bool line = _headLineParsed; // a request refused before its line parsed logs "-" for it
+        var peer = RemoteEndPoint?.Address is { } p ? ClientAddress.Normalize(p).ToString() : "-";
+        var clientAddress = _request.ResolveClientAddress(_head);
+        var client = clientAddress?.ToString() ?? "-";
+        // The port is known for the socket peer or a PROXY header's source, not for an X-Forwarded-For hop.
+        int? clientPort = clientAddress is not null && clientAddress.Equals(_request.ConnectionClient) ? _request.ConnectionClientPort : null;
+        // A trusted balancer's X-Request-ID ties our line to its own; bounded so a header cannot bloat the log.
+        var forwardedId = _request.ConnectionClientIsTrusted ? _head.GetHeader("X-Request-ID") : null;
+        AccessLog.Write(log, new AccessLogEntry
+        {
+            ClientAddress = client,
+            ClientPort = clientPort,
+            PeerAddress = peer,
+            Time = DateTimeOffset.UtcNow,
+            Method = line ? _head.MethodName : null,
+            Target = line ? System.Text.Encoding.Latin1.GetString(_head.RawTarget) : null,
+            Protocol = line ? (_head.Version == Http.HttpVersion.Http10 ? "HTTP/1.0" : "HTTP/1.1") : null,
+            Status = status,
+            Bytes = _response.BodyBytesWritten,
+            Referer = _head.GetHeader("Referer"),
+            UserAgent = _head.GetHeader("User-Agent"),
+            DurationSeconds = started == 0 ? 0 : System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds,
+            RequestId = forwardedId is { Length: > 0 and <= 200 } ? forwardedId
+                : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Id}-{_requestNumber}"),
+            ConnectionId = Id,
+        });
     }
 
     /// <summary>OpenTelemetry's rule: known methods by name, anything else "_OTHER", so a client cannot grow the label set.</summary>
@@ -597,9 +649,6 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "Connection {ConnectionId}: handler for {Method} {Path} threw")]
     private static partial void LogHandlerFault(ILogger logger, long connectionId, string method, string path, Exception exception);
-
-    [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "{Method} {Path} {Status} {Bytes} {DurationMs:0.###}ms conn={ConnectionId}")]
-    private static partial void LogAccess(ILogger logger, string method, string path, int status, long bytes, double durationMs, long connectionId);
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Debug, Message = "Connection {ConnectionId}: request rejected: {Reason}")]
     private static partial void LogRejected(ILogger logger, long connectionId, RequestRejectionReason reason);

@@ -43,7 +43,39 @@ public sealed class HttpRequest
     public string? Route { get; set; }
 
     public long ConnectionId { get; private set; }
+    /// <summary>The socket's peer: the client, or the balancer in front of it.</summary>
     public IPEndPoint? RemoteEndPoint { get; private set; }
+
+    /// <summary>
+    /// The client's address: the socket peer, or, when the peer is one of the server's trusted proxies, the
+    /// address its PROXY protocol header or X-Forwarded-For field names (Server/ClientAddress.cs has the
+    /// rule). Worked out on first use per request; null only without a socket (in-memory tests).
+    /// </summary>
+    public IPAddress? ClientAddress => _clientAddress ??= ResolveClientAddress(_head);
+
+    // Per connection: the peer or a PROXY header's source, and the trust list. Per request: the cached answer.
+    private IPAddress? _connectionClient;
+    private int _connectionClientPort;
+    private IReadOnlyList<IPNetwork> _trustedProxies = [];
+    private IPAddress? _clientAddress;
+
+    /// <summary>The address requests on this connection come from: the socket peer, or a trusted PROXY header's source.</summary>
+    internal IPAddress? ConnectionClient => _connectionClient;
+    internal int ConnectionClientPort => _connectionClientPort;
+    internal bool ConnectionClientIsTrusted => Server.ClientAddress.IsTrusted(_connectionClient, _trustedProxies);
+
+    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies)
+    {
+        _connectionClient = endPoint is null ? null : Server.ClientAddress.Normalize(endPoint.Address);
+        _connectionClientPort = endPoint?.Port ?? 0;
+        _trustedProxies = trustedProxies;
+        _clientAddress = null;
+    }
+
+    /// <summary>Not cached: also used for a rejected request, whose head this request object never saw in Reset.</summary>
+    internal IPAddress? ResolveClientAddress(RequestHead head) =>
+        ConnectionClientIsTrusted ? Server.ClientAddress.FromForwardedFor(_connectionClient, head.Headers.GetValues("X-Forwarded-For"), _trustedProxies)
+            : _connectionClient;
 
     /// <summary>
     /// Fires when this request can no longer be answered: the client went away (reset, failed write), or the
@@ -62,7 +94,7 @@ public sealed class HttpRequest
     internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, CancellationToken aborted, CancellationToken draining)
     {
         _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
-        Aborted = aborted; Draining = draining; Route = null;
+        Aborted = aborted; Draining = draining; Route = null; _clientAddress = null;
     }
 
     /// <summary>The first value of a query parameter, percent-decoded, or null.</summary>

@@ -45,6 +45,8 @@ public sealed class RequestHead : IHttpHeadHandler
     /// <summary>The request target exactly as sent.</summary>
     public string Target => _target ??= Encoding.ASCII.GetString(_raw, _targetStart, _targetLength);
     public RequestTargetForm TargetForm { get; private set; }
+    /// <summary>The request target as received, as bytes (what the access log writes, escaped).</summary>
+    public ReadOnlySpan<byte> RawTarget => _raw.AsSpan(_targetStart, _targetLength);
     /// <summary>The path, percent-decoded as UTF-8 except that "%2F" stays encoded so it cannot become a segment separator.</summary>
     public string Path => _path ??= _pathHasEscapes ? DecodePath(RawPath) : Encoding.ASCII.GetString(RawPath);
     /// <summary>The path as sent (before percent-decoding), as bytes.</summary>

@@ -26,6 +26,8 @@ namespace PipeServer.Server;
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
 public sealed partial class HttpServer : IAsyncDisposable
 {
+    /// <summary>url.scheme of every connection this server accepts: its listeners are plain TCP (no TLS yet).</summary>
+    public const string PlainTextScheme = "http";
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
     private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = Encoding.ASCII.GetBytes(
@@ -165,7 +167,8 @@ public sealed partial class HttpServer : IAsyncDisposable
         try
         {
             var transport = entry.Transport.RunAsync();
-            await entry.Protocol.ProcessAsync().ConfigureAwait(false);
+            if (!_options.ProxyProtocol || await AcceptProxyHeaderAsync(entry).ConfigureAwait(false))
+                await entry.Protocol.ProcessAsync().ConfigureAwait(false);
             await transport.ConfigureAwait(false);
         }
         catch (Exception ex)
@@ -177,6 +180,36 @@ public sealed partial class HttpServer : IAsyncDisposable
             if (entry.Transport.ReceivedAfterIdleClose) Interlocked.Increment(ref _racedIdleCloses);
             _connections.TryRemove(id, out _); // removed after its socket is closed
             Metrics.ConnectionStopped(entry.Protocol.EndReason, started);
+        }
+    }
+
+    /// <summary>
+    /// With --proxy-protocol, before the first request: a trusted peer's PROXY header names the client; a
+    /// missing or broken one, or one from an untrusted peer, closes the connection unanswered. Returns
+    /// whether the HTTP loop may run.
+    /// </summary>
+    private async Task<bool> AcceptProxyHeaderAsync(ConnectionEntry entry)
+    {
+        var peer = entry.Transport.RemoteEndPoint;
+        bool trusted = ClientAddress.IsTrusted(peer?.Address, _options.TrustedProxies);
+        var (outcome, header, reason) = await ProxyProtocolReader.ReadAsync(entry.Transport.Input, trusted, _options.RequestHeaderTimeout).ConfigureAwait(false);
+        switch (outcome)
+        {
+            case ProxyReadOutcome.Accepted:
+                if (header.Source is { } source) entry.Protocol.SetProxiedClient(source);
+                return true;
+            case ProxyReadOutcome.NoHeader:
+                return true;
+            case ProxyReadOutcome.Rejected:
+                LogProxyHeaderRejected(_logger, entry.Protocol.Id, peer, trusted ? (reason == ProxyRejectionReason.None ? "no PROXY header from a trusted proxy" : reason.ToString()) : "PROXY header from an untrusted peer");
+                await entry.Protocol.CloseBeforeFirstRequestAsync(ConnectionEndReason.BadRequest).ConfigureAwait(false);
+                return false;
+            case ProxyReadOutcome.TimedOut:
+                await entry.Protocol.CloseBeforeFirstRequestAsync(ConnectionEndReason.RequestHeadersTimeout).ConfigureAwait(false);
+                return false;
+            default:
+                await entry.Protocol.CloseBeforeFirstRequestAsync(ConnectionEndReason.ClientClosed).ConfigureAwait(false);
+                return false;
         }
     }
 
@@ -375,6 +408,9 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Error, Message = "Connection {ConnectionId} crashed")]
     private static partial void LogConnectionCrashed(ILogger logger, long connectionId, Exception exception);
+
+    [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Connection {ConnectionId} from {Peer} closed before its first request: {Reason}")]
+    private static partial void LogProxyHeaderRejected(ILogger logger, long connectionId, IPEndPoint? peer, string reason);
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "Accept loop failed")]
     private static partial void LogAcceptLoopFault(ILogger logger, Exception exception);

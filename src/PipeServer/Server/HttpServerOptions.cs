@@ -50,9 +50,11 @@ public sealed record HttpServerOptions
     public double MinRequestBodyDataRate { get; init; } = 240;
     public TimeSpan MinRequestBodyDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>
-    /// Slowest acceptable reader of responses, in bytes per second: a send that makes no progress for
-    /// max(grace, size / rate) aborts the connection, so a client that stops reading cannot pin a connection
-    /// and its buffers. Default 240 (Kestrel's) with a 5 s grace; 0 turns it off.
+    /// A per-send stall rule, in bytes per second (not an average over the response, unlike Kestrel's
+    /// MinResponseDataRate): each socket send of one output segment (at most 4 KiB) that has not completed
+    /// within max(<see cref="MinResponseDataRateGracePeriod"/>, segment size / rate) aborts the connection, so
+    /// a client that stops reading cannot pin a connection and its buffers. A client that reads a little
+    /// now and then, slower on average than this, is not caught. Default 240 with a 5 s grace; 0 turns it off.
     /// </summary>
     public double MinResponseDataRate { get; init; } = 240;
     public TimeSpan MinResponseDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
@@ -62,8 +64,25 @@ public sealed record HttpServerOptions
     /// <summary>Output buffered per connection before a handler's flush waits for the client (backpressure). Default 64 KiB.</summary>
     public long MaxOutputBufferSize { get; init; } = 64 * 1024;
 
-    /// <summary>Log one line per request (method, path, status, bytes, duration, connection id) under the category "PipeServer.AccessLog". Default off.</summary>
+    /// <summary>
+    /// Log one event per request under the category "PipeServer.AccessLog": its message is a Combined Log
+    /// Format line (escaped, see Server/AccessLog.cs), its state the same fields as properties. Default off.
+    /// </summary>
     public bool AccessLog { get; init; }
+
+    /// <summary>
+    /// Balancers whose word on the client address is believed: from a peer in this list (and only then) the
+    /// X-Forwarded-For header and the PROXY protocol header set <see cref="Http.HttpRequest.ClientAddress"/>.
+    /// Default empty: the client address is the socket's peer.
+    /// </summary>
+    public IReadOnlyList<IPNetwork> TrustedProxies { get; init; } = [];
+
+    /// <summary>
+    /// Connections from <see cref="TrustedProxies"/> must start with a PROXY protocol header (v1 text or v2
+    /// binary, detected; HAProxy's send-proxy / send-proxy-v2); a missing or malformed one closes the connection.
+    /// Connections from other peers must not carry one (it closes them too). Default off.
+    /// </summary>
+    public bool ProxyProtocol { get; init; }
 
     /// <summary>Throws ArgumentException naming the first invalid value.</summary>
     public void Validate()
@@ -79,6 +98,7 @@ public sealed record HttpServerOptions
         if (MaxRequestHeadersTotalSize < 64) throw new ArgumentException("max header size must be at least 64");
         if (MaxRequestHeaderCount < 1) throw new ArgumentException("max header count must be at least 1");
         if (MinRequestBodyDataRate < 0 || MinResponseDataRate < 0) throw new ArgumentException("minimum data rates must be 0 or more");
+        if (ProxyProtocol && TrustedProxies.Count == 0) throw new ArgumentException("the PROXY protocol needs trusted proxies");
         if (MaxInputBufferSize < MaxRequestHeadersTotalSize + MaxRequestLineSize)
             throw new ArgumentException("the input buffer must hold a whole request head");
     }

@@ -10,8 +10,8 @@ namespace PipeServer.Server;
 // content negotiation-free text format 0.0.4); a MeterListener of ours feeds it from the "PipeServer"
 // meter, so the names and labels are fixed and documented here rather than derived:
 //
-//   http.server.request.duration  -> http_server_request_duration_seconds{http_request_method, http_response_status_code, http_route, error_type}
-//   http.server.active_requests   -> http_server_active_requests{http_request_method}
+//   http.server.request.duration  -> http_server_request_duration_seconds{http_request_method, http_response_status_code, http_route, error_type, url_scheme}
+//   http.server.active_requests   -> http_server_active_requests{http_request_method, url_scheme}
 //   pipeserver.active_connections -> pipeserver_active_connections
 //   pipeserver.connection.duration-> pipeserver_connection_duration_seconds{error_type}
 //   pipeserver.rejected_connections -> pipeserver_rejected_connections_total
@@ -30,17 +30,17 @@ public sealed class MetricsEndpoint : IDisposable
     private readonly Gauge _activeConnections;
     private readonly Histogram _connectionDuration;
     private readonly Counter _rejectedConnections;
-    private readonly ConcurrentDictionary<(string, string, string, string), Histogram.Child> _requestChildren = new();
-    private readonly ConcurrentDictionary<string, Gauge.Child> _activeRequestChildren = new();
+    private readonly ConcurrentDictionary<(string, string, string, string, string), Histogram.Child> _requestChildren = new();
+    private readonly ConcurrentDictionary<(string, string), Gauge.Child> _activeRequestChildren = new();
     private readonly ConcurrentDictionary<string, Histogram.Child> _connectionChildren = new();
 
     public MetricsEndpoint(ServerMetrics metrics)
     {
         var factory = Prometheus.Metrics.WithCustomRegistry(_registry);
         _requestDuration = factory.CreateHistogram("http_server_request_duration_seconds", "Duration of HTTP server requests.",
-            ["http_request_method", "http_response_status_code", "http_route", "error_type"],
+            ["http_request_method", "http_response_status_code", "http_route", "error_type", "url_scheme"],
             new HistogramConfiguration { Buckets = ServerMetrics.RequestDurationBuckets });
-        _activeRequests = factory.CreateGauge("http_server_active_requests", "Number of active HTTP server requests.", ["http_request_method"]);
+        _activeRequests = factory.CreateGauge("http_server_active_requests", "Number of active HTTP server requests.", ["http_request_method", "url_scheme"]);
         _activeConnections = factory.CreateGauge("pipeserver_active_connections", "Number of connections that are currently active on the server.");
         _connectionDuration = factory.CreateHistogram("pipeserver_connection_duration_seconds", "The duration of connections on the server.",
             ["error_type"], new HistogramConfiguration { Buckets = ServerMetrics.ConnectionDurationBuckets });
@@ -67,7 +67,7 @@ public sealed class MetricsEndpoint : IDisposable
         switch (instrument.Name)
         {
             case "http.server.request.duration":
-                string method = "", status = "", route = "", error = "";
+                string method = "", status = "", route = "", error = "", scheme = "";
                 foreach (var tag in tags)
                 {
                     switch (tag.Key)
@@ -76,9 +76,10 @@ public sealed class MetricsEndpoint : IDisposable
                         case "http.response.status_code": status = tag.Value is int s && (uint)s < StatusText.Length ? StatusText[s] : tag.Value?.ToString() ?? ""; break;
                         case "http.route": route = tag.Value as string ?? ""; break;
                         case "error.type": error = tag.Value as string ?? ""; break;
+                        case "url.scheme": scheme = tag.Value as string ?? ""; break;
                     }
                 }
-                _requestChildren.GetOrAdd((method, status, route, error), static (k, h) => h.WithLabels(k.Item1, k.Item2, k.Item3, k.Item4), _requestDuration).Observe(value);
+                _requestChildren.GetOrAdd((method, status, route, error, scheme), static (k, h) => h.WithLabels(k.Item1, k.Item2, k.Item3, k.Item4, k.Item5), _requestDuration).Observe(value);
                 break;
             case "pipeserver.connection.duration":
                 string errorType = "";
@@ -93,9 +94,13 @@ public sealed class MetricsEndpoint : IDisposable
         switch (instrument.Name)
         {
             case "http.server.active_requests":
-                string method = "";
-                foreach (var tag in tags) if (tag.Key == "http.request.method") method = tag.Value as string ?? "";
-                _activeRequestChildren.GetOrAdd(method, static (k, g) => g.WithLabels(k), _activeRequests).Inc(value);
+                string method = "", scheme = "";
+                foreach (var tag in tags)
+                {
+                    if (tag.Key == "http.request.method") method = tag.Value as string ?? "";
+                    else if (tag.Key == "url.scheme") scheme = tag.Value as string ?? "";
+                }
+                _activeRequestChildren.GetOrAdd((method, scheme), static (k, g) => g.WithLabels(k.Item1, k.Item2), _activeRequests).Inc(value);
                 break;
             case "pipeserver.active_connections": _activeConnections.Inc(value); break;
             case "pipeserver.rejected_connections": _rejectedConnections.Inc(value); break;

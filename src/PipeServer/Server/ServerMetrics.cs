@@ -24,10 +24,19 @@ public sealed class ServerMetrics : IDisposable
     private readonly Histogram<double> _connectionDuration;
     private readonly Counter<long> _rejectedConnections;
 
-    /// <summary>Seconds, 1 ms to 10 s: OpenTelemetry's advice for http.server.request.duration.</summary>
-    public static readonly double[] RequestDurationBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
-    /// <summary>Seconds, 10 ms to 5 min: Kestrel's advice for kestrel.connection.duration.</summary>
-    public static readonly double[] ConnectionDurationBuckets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300];
+    /// <summary>
+    /// Seconds, 5 ms to 10 s: exactly OpenTelemetry's advised explicit bucket boundaries for
+    /// http.server.request.duration (semantic conventions, HTTP metrics), so dashboards built for other
+    /// servers' histograms line up. Sub-5 ms requests (most of /plaintext) all land in the first bucket.
+    /// </summary>
+    public static readonly double[] RequestDurationBuckets = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+    /// <summary>
+    /// Seconds, 10 ms to 1 h: Kestrel's advice for kestrel.connection.duration (which stops at 300 s) extended
+    /// by 600, 1800 and 3600, because keep-alive connections from a balancer's pool live for many minutes.
+    /// </summary>
+    public static readonly double[] ConnectionDurationBuckets = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
+    /// <summary>error.type for a 5xx answered without an exception: the status code as a string (OpenTelemetry's rule).</summary>
+    private static readonly string[] ServerErrorStatus = Enumerable.Range(500, 100).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 
     public ServerMetrics()
     {
@@ -46,22 +55,30 @@ public sealed class ServerMetrics : IDisposable
     /// <summary>Whether anything listens to the request instruments (if not, the connection skips even the clock reads).</summary>
     public bool RequestsObserved => _requestDuration.Enabled || _activeRequests.Enabled;
 
-    public void RequestStarted(string method)
+    /// <param name="method">A known method's name or "_OTHER".</param>
+    /// <param name="scheme">url.scheme: the listener's ("http"; "https" once TLS exists).</param>
+    public void RequestStarted(string method, string scheme)
     {
-        if (_activeRequests.Enabled) _activeRequests.Add(1, new KeyValuePair<string, object?>("http.request.method", method));
+        if (_activeRequests.Enabled) _activeRequests.Add(1, new KeyValuePair<string, object?>("http.request.method", method), new KeyValuePair<string, object?>("url.scheme", scheme));
     }
 
-    /// <summary>Records one request's duration. <paramref name="wasActive"/> is false for a request refused before its handler ran (it never counted as active).</summary>
-    public void RequestStopped(string method, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
+    /// <summary>
+    /// Records one request's duration. <paramref name="wasActive"/> is false for a request refused before its
+    /// handler ran (it never counted as active). <paramref name="errorType"/> is the exception type or a
+    /// server-side reason; when it is null, a 5xx status becomes the error.type (OpenTelemetry's rule).
+    /// </summary>
+    public void RequestStopped(string method, string scheme, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
     {
-        if (wasActive && _activeRequests.Enabled) _activeRequests.Add(-1, new KeyValuePair<string, object?>("http.request.method", method));
+        if (wasActive && _activeRequests.Enabled) _activeRequests.Add(-1, new KeyValuePair<string, object?>("http.request.method", method), new KeyValuePair<string, object?>("url.scheme", scheme));
         if (!_requestDuration.Enabled || startTimestamp == 0) return;
         var tags = new TagList
         {
             { "http.request.method", method },
+            { "url.scheme", scheme },
             { "http.response.status_code", (uint)statusCode < BoxedStatus.Length ? BoxedStatus[statusCode] : statusCode },
         };
         if (route is not null) tags.Add("http.route", route);
+        errorType ??= statusCode is >= 500 and <= 599 ? ServerErrorStatus[statusCode - 500] : null;
         if (errorType is not null) tags.Add("error.type", errorType);
         _requestDuration.Record(Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds, tags);
     }

@@ -18,6 +18,7 @@ public sealed partial class ServerProcess : IDisposable
 
     private readonly Process _process;
     private readonly List<string> _output = [];
+    private readonly List<string> _stdout = [];
     private readonly TaskCompletionSource<int> _port = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private ServerProcess(Process process) => _process = process;
@@ -25,6 +26,8 @@ public sealed partial class ServerProcess : IDisposable
     public int Port { get; private set; }
     public int Pid => _process.Id;
     public string Output { get { lock (_output) return string.Join('\n', _output); } }
+    /// <summary>Standard output alone, line by line (Output interleaves standard error too).</summary>
+    public IReadOnlyList<string> StandardOutputLines { get { lock (_stdout) return _stdout.ToArray(); } }
 
     public static string ExecutablePath
     {
@@ -66,7 +69,11 @@ public sealed partial class ServerProcess : IDisposable
         if (environment is not null) foreach (var (k, v) in environment) psi.Environment[k] = v;
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
         var sp = new ServerProcess(process);
-        process.OutputDataReceived += (_, e) => sp.OnLine(e.Data);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is not null) lock (sp._stdout) sp._stdout.Add(e.Data);
+            sp.OnLine(e.Data);
+        };
         process.ErrorDataReceived += (_, e) => sp.OnLine(e.Data);
         process.Start();
         process.BeginOutputReadLine();
@@ -82,7 +89,8 @@ public sealed partial class ServerProcess : IDisposable
         if (m.Success) _port.TrySetResult(int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    [GeneratedRegex(@"Listening on http://[^\s]+:(\d+)")]
+    // Also inside a JSON event (--log-format json), where a quote ends the URL.
+    [GeneratedRegex(@"Listening on http://[^\s""]+:(\d+)")]
     private static partial Regex ListeningLine();
 
     public void Signal(int signal)

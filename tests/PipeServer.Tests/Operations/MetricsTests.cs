@@ -100,8 +100,8 @@ public class MetricsTests
         Assert.StartsWith("text/plain; version=0.0.4", r.Header("Content-Type"));
         var text = r.BodyText;
         Assert.Contains("# TYPE http_server_request_duration_seconds histogram", text);
-        Assert.Contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/json\",error_type=\"\"} 3", text);
-        Assert.Contains("http_server_active_requests{http_request_method=\"GET\"} 1", text); // the scrape itself is in flight
+        Assert.Contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/json\",error_type=\"\",url_scheme=\"http\"} 3", text);
+        Assert.Contains("http_server_active_requests{http_request_method=\"GET\",url_scheme=\"http\"} 1", text); // the scrape itself is in flight
         Assert.Contains("pipeserver_active_connections 1", text);
         Assert.Contains("pipeserver_rejected_connections_total 0", text);
         Assert.Contains("process_cpu_seconds_total", text);

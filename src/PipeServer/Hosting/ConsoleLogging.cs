@@ -1,0 +1,101 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Cli;
+using PipeServer.Server;
+
+namespace PipeServer.Hosting;
+
+// Where this sits: the executable's logging set-up, used once by Program.cs. Two streams share stdout:
+//
+//   operational log  every category, at --log-level; simple single-line text, or one JSON object per line.
+//   access log       "PipeServer.AccessLog", at Information whatever --log-level says (an operator who turns
+//                    the server's own chatter down to warnings still wants every request). In text mode it
+//                    has a console logger of its own whose formatter writes the message alone, so each line
+//                    is pure Combined Log Format; in JSON mode it shares the JSON formatter (same shape as
+//                    every other event) with a filter rule that lifts its category to Information.
+//
+// The "Listening on URL" announcement is a plain line in text mode (scripts and tests read it) and, in JSON
+// mode, a JSON event of category "PipeServer.Listening" lifted to Information the same way, so that every
+// line on stdout parses as JSON.
+
+/// <summary>The executable's logger factories and the two lines that must not depend on --log-level.</summary>
+public sealed class ConsoleLogging : IDisposable
+{
+    public const string ListeningCategory = "PipeServer.Listening";
+    private readonly ILoggerFactory? _accessFactory;
+    private readonly ILogger _listening;
+    private readonly LogFormat _format;
+
+    public ConsoleLogging(ExecutableOptions options)
+    {
+        _format = options.LogFormat;
+        Factory = LoggerFactory.Create(b =>
+        {
+            b.SetMinimumLevel(options.LogLevel);
+            if (options.LogFormat == LogFormat.Json)
+            {
+                b.AddJsonConsole(o => { o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ"; o.UseUtcTimestamp = true; });
+                b.AddFilter(AccessLog.Category, LogLevel.Information);
+                b.AddFilter(ListeningCategory, LogLevel.Information);
+            }
+            else
+                b.AddSimpleConsole(o => { o.SingleLine = true; o.TimestampFormat = "HH:mm:ss.fff "; o.UseUtcTimestamp = true; });
+        });
+        if (options.Server.AccessLog && options.LogFormat == LogFormat.Text)
+        {
+            _accessFactory = LoggerFactory.Create(b => b
+                .SetMinimumLevel(LogLevel.Information)
+                .AddConsole(o => o.FormatterName = MessageOnlyFormatter.FormatterName)
+                // Registered directly, not with AddConsoleFormatter: that one binds options from configuration
+                // by reflection, which Native AOT cannot do. The console provider picks formatters from DI by name.
+                .Services.TryAddEnumerable(ServiceDescriptor.Singleton<ConsoleFormatter, MessageOnlyFormatter>()));
+        }
+        AccessLogger = options.Server.AccessLog ? (_accessFactory ?? Factory).CreateLogger(AccessLog.Category) : NullLogger.Instance;
+        _listening = Factory.CreateLogger(ListeningCategory);
+    }
+
+    public ILoggerFactory Factory { get; }
+    /// <summary>The access log's logger (a null logger when --access-log is off: the server never calls it then).</summary>
+    public ILogger AccessLogger { get; }
+
+    /// <summary>The "Listening on ..." line: plain text, or a JSON event with the URL as a property.</summary>
+    public void Announce(string line)
+    {
+        if (_format == LogFormat.Json)
+        {
+            const string prefix = "Listening on ";
+            if (line.StartsWith(prefix, StringComparison.Ordinal)) LogListening(_listening, line[prefix.Length..], null);
+            else LogAnnouncement(_listening, line, null);
+            return;
+        }
+        Console.Out.WriteLine(line);
+        Console.Out.Flush();
+    }
+
+    public void Dispose()
+    {
+        // Disposing a console logger factory flushes its queue: the last access lines are written before exit.
+        _accessFactory?.Dispose();
+        Factory.Dispose();
+    }
+
+    private static readonly Action<ILogger, string, Exception?> LogListening =
+        LoggerMessage.Define<string>(LogLevel.Information, new EventId(1, "Listening"), "Listening on {Url}");
+    private static readonly Action<ILogger, string, Exception?> LogAnnouncement =
+        LoggerMessage.Define<string>(LogLevel.Information, new EventId(2, "Announcement"), "{Announcement}");
+
+    /// <summary>Writes the message and nothing else: the access log's text lines are already complete, escaped CLF.</summary>
+    internal sealed class MessageOnlyFormatter() : ConsoleFormatter(FormatterName)
+    {
+        public const string FormatterName = "pipeserver-message-only";
+
+        public override void Write<TState>(in LogEntry<TState> logEntry, IExternalScopeProvider? scopeProvider, TextWriter textWriter)
+        {
+            textWriter.Write(logEntry.Formatter(logEntry.State, logEntry.Exception));
+            textWriter.Write('\n');
+        }
+    }
+}
