@@ -32,6 +32,11 @@ public enum CloseKind
 public sealed class RawConnection : IAsyncDisposable
 {
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// Either close kind, for a connection refused before any request was read (a bad PROXY header): no response
+    /// is owed, so whether unread request bytes turn the close into an RST does not matter; any byte does.
+    /// </summary>
+    public static readonly IReadOnlyCollection<CloseKind> ClosedWithoutAnswer = [CloseKind.Fin, CloseKind.Reset];
     private readonly Socket _socket;
     private readonly byte[] _buffer = new byte[64 * 1024];
     private int _start, _end;
