@@ -78,7 +78,7 @@ public class OperationsProcessTests
             Assert.Equal(200, r.Status);
             Assert.StartsWith("text/plain; version=0.0.4", r.Header("Content-Type"));
             Assert.Contains("# TYPE http_server_request_duration_seconds histogram", r.BodyText);
-            Assert.Contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/plaintext\",error_type=\"\"} 2", r.BodyText);
+            Assert.Contains("http_server_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/plaintext\",error_type=\"\",url_scheme=\"http\"} 2", r.BodyText);
             Assert.Contains("pipeserver_active_connections 1", r.BodyText);
         }
         await using (var c = await RawConnection.ConnectAsync(without.Port))
