@@ -270,9 +270,11 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
     [InlineData(ServerProcess.SIGINT)]
     public async Task Sighup_and_sigint_shut_down_like_sigterm(int signal)
     {
+        // 3 s in the handler: the signal must land while the request is in flight even on a loaded machine
+        // (with 1.5 s, one loaded run answered before the drain began, so keep-alive was honestly still on).
         using var server = await ServerProcess.StartAsync("--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
-        await c.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await c.SendAsync("GET /slow?ms=3000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
         server.Signal(signal);
         var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10));
