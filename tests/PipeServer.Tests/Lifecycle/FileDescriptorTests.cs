@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
 using PipeServer.Tests.Infrastructure;
@@ -90,6 +89,20 @@ public partial class FileDescriptorTests
             foreach (var c in clients) await c.DisposeAsync();
             foreach (var t in reads) _ = t.Exception; // observed: the ones still open end with the disposal
         }
+    }
+
+    [Fact]
+    public async Task An_explicit_cap_above_what_the_limit_allows_is_kept_and_warned_about()
+    {
+        // Kept, as nginx and HAProxy keep it, because the operator may know better; warned about, because
+        // with the JIT runtime reaching it is fatal: at 256 descriptors and --max-connections 1000, 300 idle
+        // clients made the runtime abort with "Out of memory." within a second (a Native AOT build survives,
+        // answering through the spare descriptor).
+        using var server = await ServerProcess.StartWithFileLimitAsync(Limit, "--max-connections", "1000");
+        Assert.Contains("connections capped at 1000 (--max-connections)", server.Output, StringComparison.Ordinal);
+        Assert.Contains("--max-connections 1000 is more than the 64 connections the file descriptor limit of 256 leaves room for", server.Output, StringComparison.Ordinal);
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
     }
 
     /// <summary>The bytes up to the FIN are exactly one 503: head, then a body as long as its Content-Length says.</summary>
