@@ -23,10 +23,12 @@ public static class Program
 
     public static async Task<int> Main(string[] args)
     {
+        // Before anything opens a descriptor: the limit decides the default connection cap.
+        var descriptors = FileDescriptorLimit.RaiseSoftToHard();
         ExecutableOptions? options;
         try
         {
-            options = CommandLine.Parse(args, ReadEnvironment());
+            options = CommandLine.Parse(args, ReadEnvironment(), descriptors?.Limit);
         }
         catch (CommandLineException ex)
         {
@@ -43,6 +45,7 @@ public static class Program
         using var logging = new ConsoleLogging(options);
         var loggerFactory = logging.Factory;
         var logger = loggerFactory.CreateLogger("PipeServer");
+        LogDescriptorLimit(logger, descriptors, options);
         using var notifier = new SystemdNotifier();
 
         var router = new Router();
@@ -111,6 +114,17 @@ public static class Program
             RunOutcome.DeadlineExceeded => ExitDeadline,
             _ => ExitFailure,
         };
+    }
+
+    private static void LogDescriptorLimit(ILogger logger, FileDescriptorLimit.Result? descriptors, ExecutableOptions options)
+    {
+        string cap = options.Server.MaxConnections is int max
+            ? $"connections capped at {max} ({(options.MaxConnectionsFromLimit ? "derived from the limit" : "--max-connections")})"
+            : "connections not capped";
+        if (descriptors is not null)
+            logger.LogInformation("File descriptor limit {Limit} ({Origin}); {Cap}", descriptors.Limit,
+                descriptors.Raised ? $"soft limit raised from {descriptors.SoftBefore} to the hard limit" : descriptors.Limit == descriptors.Hard ? "the hard limit" : $"hard limit {descriptors.Hard} could not be taken", cap);
+        foreach (var warning in options.Warnings ?? []) logger.LogWarning("{Warning}", warning);
     }
 
     private static Dictionary<string, string?> ReadEnvironment()

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using PipeServer.Hosting;
 using PipeServer.Server;
 
 namespace PipeServer.Cli;
@@ -8,9 +9,13 @@ namespace PipeServer.Cli;
 // Precedence: flag > environment > default. Every value is checked here; a bad one is a clear message
 // and exit code 1, never a stack trace.
 
-/// <summary>Options of the executable: the server's plus the executable's own.</summary>
+/// <summary>
+/// Options of the executable: the server's plus the executable's own. MaxConnectionsFromLimit: the connection
+/// cap was derived from the file descriptor limit (no --max-connections). Warnings: settings that are allowed
+/// but risky, for the log once it exists.
+/// </summary>
 public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan HeartbeatInterval, Microsoft.Extensions.Logging.LogLevel LogLevel,
-    bool Metrics = false, LogFormat LogFormat = LogFormat.Text);
+    bool Metrics = false, LogFormat LogFormat = LogFormat.Text, bool MaxConnectionsFromLimit = false, IReadOnlyList<string>? Warnings = null);
 
 public enum LogFormat { Text, Json }
 
@@ -41,7 +46,7 @@ public static class CommandLine
         new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails, 0 to 86400 (default 0)"),
         new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this, more than 0 to 86400 (default 10)"),
         new("keep-alive-timeout", "SECONDS", "close an idle keep-alive connection after this; keep it above a pooling balancer's idle timeout; more than 0 to 86400 (default 130)"),
-        new("max-connections", "N", "open connections allowed at once, 1 to 1000000; more get 503 (default unlimited)"),
+        new("max-connections", "N", "open connections allowed at once, 1 to 1000000; more get 503 (default: from the file descriptor limit, max(limit - max(256, limit/8), limit/4))"),
         new("max-request-body-size", "BYTES", "largest request body accepted, 0 to 9223372036854775807; larger gets 413 (default 30000000)"),
         new("max-request-line-size", "BYTES", "longest request line, 64 to 65536; longer gets 414 (default 8192)"),
         new("max-request-header-count", "N", "most header fields, 1 to 10000; more gets 431 (default 100)"),
@@ -80,8 +85,11 @@ public static class CommandLine
         return string.Join(Environment.NewLine, lines);
     }
 
-    /// <summary>Returns null when --help was asked. Throws CommandLineException with a clear message on bad input.</summary>
-    public static ExecutableOptions? Parse(string[] args, IReadOnlyDictionary<string, string?> environment)
+    /// <summary>
+    /// Returns null when --help was asked. Throws CommandLineException with a clear message on bad input.
+    /// <paramref name="fileDescriptorLimit"/>, the process's RLIMIT_NOFILE when known, is what the default --max-connections derives from.
+    /// </summary>
+    public static ExecutableOptions? Parse(string[] args, IReadOnlyDictionary<string, string?> environment, long? fileDescriptorLimit = null)
     {
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var o in Options)
@@ -152,9 +160,30 @@ public static class CommandLine
                 _ => throw new CommandLineException($"--log-format: '{lf}' is not text or json"),
             };
 
+        // The cap keeps descriptors back for the runtime (docs/deploy.md, "File descriptors"). An explicit value
+        // above it is allowed, as nginx and HAProxy allow it, with a warning: the operator may know better
+        // (the limit is about to be raised), and refusing to start would turn a capacity risk into an outage.
+        var warnings = new List<string>();
+        bool fromLimit = false;
+        if (fileDescriptorLimit is long fdLimit and > 0)
+        {
+            int cap = FileDescriptorLimit.ConnectionCap(fdLimit);
+            if (server.MaxConnections is null)
+            {
+                server = server with { MaxConnections = cap };
+                fromLimit = true;
+            }
+            else if (server.MaxConnections > cap)
+            {
+                warnings.Add($"--max-connections {server.MaxConnections} is more than the {cap} connections the file descriptor limit of {fdLimit} leaves room for: " +
+                    "near that many connections the process can run out of descriptors, and the .NET runtime aborts when it cannot get one to start a thread. " +
+                    "Raise the limit (LimitNOFILE= in the systemd unit, ulimit -n) or lower --max-connections.");
+            }
+        }
+
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
-        return new ExecutableOptions(server, heartbeat, level, metrics, format);
+        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings);
     }
 
     /// <summary>Names only: Enum.TryParse would also take "42" or "2", and a level of 42 silently logs nothing.</summary>

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -30,8 +31,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     public const string PlainTextScheme = "http";
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
     private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
-    private static readonly byte[] ServiceUnavailable = Encoding.ASCII.GetBytes(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\nToo many open connections");
+    private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
 
     private readonly HttpServerOptions _options;
     private readonly RequestHandler _app;
@@ -48,7 +48,11 @@ public sealed partial class HttpServer : IAsyncDisposable
     private TcpListener? _listener;
     private Socket? _inheritedSocket;  // the listening socket systemd passed us, used instead of binding
     private Task _acceptLoop = Task.CompletedTask;
-    private Timer? _heartbeat;
+    private Heartbeat? _heartbeat;
+    private readonly ConnectionRefusals _refusals;
+    // Accept loop only. One descriptor held back (on /dev/null) so that out of descriptors (EMFILE) the loop
+    // can still take a pending connection off the backlog and answer it, instead of leaving it to hang.
+    private SafeHandle? _spareDescriptor;
     private long _nextConnectionId;
     private long _rejectedConnections;
     private long _totalConnections;
@@ -62,6 +66,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         _app = app;
         _logger = logger ?? NullLogger.Instance;
         _accessLog = options.AccessLog ? accessLogger ?? _logger : null;
+        _refusals = new ConnectionRefusals(_logger, ConnectionRefusals.DefaultInterval);
         // Bounded buffers: past the pause threshold the transport stops reading the socket (input) or the
         // handler's flush waits for the client to read (output). Memory per connection is capped either way.
         _inputOptions = new PipeOptions(_blocks, pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2,
@@ -104,7 +109,9 @@ public sealed partial class HttpServer : IAsyncDisposable
         var shortest = new[] { _options.RequestHeaderTimeout, _options.KeepAliveTimeout, _options.MinRequestBodyDataRateGracePeriod, _options.MinResponseDataRateGracePeriod }
             .Where(t => t > TimeSpan.Zero).Min();
         var tick = TimeSpan.FromMilliseconds(Math.Clamp(shortest.TotalMilliseconds / 4, 50, 1000));
-        _heartbeat = new Timer(static s => ((HttpServer)s!).OnHeartbeat(), this, tick, tick);
+        _heartbeat = new Heartbeat(tick, OnHeartbeat, _logger);
+        _heartbeat.Start();
+        _spareDescriptor = OpenSpareDescriptor();
         _acceptLoop = AcceptLoopAsync(listenSocket);
         return Task.CompletedTask;
     }
@@ -118,26 +125,88 @@ public sealed partial class HttpServer : IAsyncDisposable
     private async Task AcceptLoopAsync(Socket listener)
     {
         await Task.Yield();
-        while (true)
+        try
         {
-            Socket socket;
-            try
+            while (true)
             {
-                socket = await listener.AcceptAsync(_acceptCts.Token).ConfigureAwait(false);
+                Socket socket;
+                try
+                {
+                    socket = await listener.AcceptAsync(_acceptCts.Token).ConfigureAwait(false);
+                }
+                catch (Exception) when (_acceptCts.IsCancellationRequested)
+                {
+                    return; // StopAccepting
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.TooManyOpenSockets)
+                {
+                    // Out of descriptors. The connection stays in the backlog and the listener stays readable, so
+                    // retrying alone spins while the client hangs. The connection cap keeps descriptors in reserve
+                    // so this does not happen in normal operation; when it does (a --max-connections above what
+                    // the limit allows, a handler holding files), free the spare, take the connection, answer it.
+                    _refusals.OutOfDescriptors();
+                    if (!await RefuseWithSpareDescriptorAsync(listener).ConfigureAwait(false))
+                        await Task.Delay(50, _acceptCts.Token).ConfigureAwait(false); // nothing to take (or no spare): back off
+                    continue;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.NoBufferSpaceAvailable)
+                {
+                    // A connection that died in the queue, or no kernel buffers: not fatal to the listener. Back off briefly.
+                    LogAcceptError(_logger, ex.SocketErrorCode);
+                    await Task.Delay(10).ConfigureAwait(false);
+                    continue;
+                }
+                Accept(socket);
             }
-            catch (Exception) when (_acceptCts.IsCancellationRequested)
-            {
-                return; // StopAccepting
-            }
-            catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
-            {
-                // A connection that died in the queue, or fd exhaustion: not fatal to the listener. Back off briefly.
-                LogAcceptError(_logger, ex.SocketErrorCode);
-                await Task.Delay(10).ConfigureAwait(false);
-                continue;
-            }
-            Accept(socket);
         }
+        catch (OperationCanceledException) when (_acceptCts.IsCancellationRequested)
+        {
+            // StopAccepting during a back-off
+        }
+        finally
+        {
+            _spareDescriptor?.Dispose();
+            _spareDescriptor = null;
+        }
+    }
+
+    /// <summary>
+    /// The EMFILE technique of libuv and libev: close the spare descriptor, accept the pending connection on
+    /// the number it freed, answer it 503 and close it, then take the spare again. False when there was no
+    /// spare or nothing to accept within a moment.
+    /// </summary>
+    private async Task<bool> RefuseWithSpareDescriptorAsync(Socket listener)
+    {
+        if (_spareDescriptor is null)
+        {
+            _spareDescriptor = OpenSpareDescriptor(); // lost to another thread last time: try to get it back
+            return false;
+        }
+        _spareDescriptor.Dispose();
+        _spareDescriptor = null;
+        try
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(_acceptCts.Token);
+            wait.CancelAfter(TimeSpan.FromMilliseconds(100));
+            var socket = await listener.AcceptAsync(wait.Token).ConfigureAwait(false);
+            Interlocked.Increment(ref _totalConnections);
+            RejectOverCapacity(socket);
+            return true;
+        }
+        catch (OperationCanceledException) { return false; }
+        catch (SocketException) { return false; } // another thread took the freed number first
+        finally
+        {
+            _spareDescriptor = OpenSpareDescriptor();
+        }
+    }
+
+    private static SafeHandle? OpenSpareDescriptor()
+    {
+        if (OperatingSystem.IsWindows()) return null; // sockets there are not numbered from a per-process descriptor table
+        try { return File.OpenHandle("/dev/null", FileMode.Open, FileAccess.Read); }
+        catch (IOException) { return null; }
+        catch (UnauthorizedAccessException) { return null; }
     }
 
     private void Accept(Socket socket)
@@ -145,6 +214,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         Interlocked.Increment(ref _totalConnections);
         if (_options.MaxConnections is int max && _connections.Count >= max)
         {
+            _refusals.OverCap(max);
             RejectOverCapacity(socket);
             return;
         }
@@ -216,7 +286,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>
     /// Over the connection limit: answer 503 with "Connection: close" and close. The answer is a single
     /// non-blocking send of a preformatted buffer (the socket's send buffer is empty, so it never waits),
-    /// which costs the server no pipe, no task and no registry entry.
+    /// which costs the server no pipe, no task and no registry entry. Logging is the caller's, through
+    /// <see cref="ConnectionRefusals"/>: once per interval, not once per connection.
     /// </summary>
     private void RejectOverCapacity(Socket socket)
     {
@@ -227,19 +298,32 @@ public sealed partial class HttpServer : IAsyncDisposable
             socket.Blocking = false;
             socket.Send(ServiceUnavailable, SocketFlags.None);
             socket.Shutdown(SocketShutdown.Send);
+            // A request already received but unread would turn close() into a reset, which can destroy the
+            // 503 before the client reads it: discard what is queued (bounded; never waits).
+            Span<byte> scratch = stackalloc byte[1024];
+            for (int i = 0; i < 8 && socket.Available > 0; i++) socket.Receive(scratch, SocketFlags.None);
         }
         catch (SocketException) { }
         finally { socket.Dispose(); }
     }
 
-    private void OnHeartbeat()
+    /// <summary>A whole response with "Connection: close", built from its body's bytes so that Content-Length cannot disagree with them.</summary>
+    internal static byte[] PreformattedResponse(int status, string body)
     {
-        long now = Environment.TickCount64;
+        byte[] content = Encoding.ASCII.GetBytes(body);
+        byte[] headers = Encoding.ASCII.GetBytes($"Content-Type: text/plain\r\nContent-Length: {content.Length}\r\nConnection: close\r\n\r\n");
+        return [.. HttpStatus.StatusLine(status, null), .. headers, .. content];
+    }
+
+    /// <summary>One heartbeat (its own thread, never overlapping itself): every connection's deadlines, then the refusal report.</summary>
+    private void OnHeartbeat(long now)
+    {
         foreach (var (_, entry) in _connections)
         {
             entry.Protocol.OnHeartbeat(now);
             if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
         }
+        _refusals.ReportIfDue(now);
     }
 
     /// <summary>

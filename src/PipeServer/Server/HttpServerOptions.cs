@@ -30,7 +30,11 @@ public sealed record HttpServerOptions
     /// </summary>
     public TimeSpan KeepAliveTimeout { get; init; } = TimeSpan.FromSeconds(130);
 
-    /// <summary>Open connections allowed at once; beyond it new connections get 503 and are closed. Default null: unlimited.</summary>
+    /// <summary>
+    /// Open connections allowed at once; beyond it new connections get a 503 and a FIN at once. Default null:
+    /// unlimited. Each connection is a file descriptor, so the executable sets it from RLIMIT_NOFILE
+    /// (Hosting/FileDescriptorLimit.ConnectionCap) unless --max-connections is given; an embedder should too.
+    /// </summary>
     public int? MaxConnections { get; init; }
     /// <summary>Largest request body accepted. 413. Default 30,000,000 bytes (Kestrel's).</summary>
     public long MaxRequestBodySize { get; init; } = 30_000_000;

@@ -56,6 +56,27 @@ public sealed partial class ServerProcess : IDisposable
         return p;
     }
 
+    /// <summary>
+    /// Like <see cref="StartAsync"/>, but the server runs with RLIMIT_NOFILE soft and hard both set to
+    /// <paramref name="fileLimit"/> (bash's ulimit, then exec: same PID), so raising soft to hard cannot escape it.
+    /// </summary>
+    public static async Task<ServerProcess> StartWithFileLimitAsync(int fileLimit, params string[] args)
+    {
+        var limit = fileLimit.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var p = RunCommand("bash", ["-c", $"ulimit -Sn {limit} && ulimit -Hn {limit} && exec \"$0\" \"$@\"",
+            "dotnet", ExecutablePath, "--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]);
+        try
+        {
+            p.Port = await p._port.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        }
+        catch
+        {
+            p.Dispose();
+            throw;
+        }
+        return p;
+    }
+
     /// <summary>Starts the executable with exactly these arguments (for start-up failure tests).</summary>
     public static ServerProcess Run(string[] args, IDictionary<string, string>? environment = null) =>
         RunCommand("dotnet", [ExecutablePath, .. args], environment);
