@@ -88,17 +88,23 @@ public static class Program
             if (Interlocked.Increment(ref signals) == 1)
             {
                 logger.LogInformation("Received {Signal}: starting graceful shutdown", context.Signal);
-                root.Cancel();
+                // Not inline: Cancel runs the shutdown's first steps on the calling thread, and this thread must
+                // stay free to take a second signal at once.
+                ThreadPool.UnsafeQueueUserWorkItem(static r => r.Cancel(), root, preferLocal: false);
             }
             else
             {
                 // Immediate: no drain, no waiting on anything that might hang. Every connection is reset first:
                 // left to the kernel at exit, each would get a FIN, and a client reading a close-delimited body
                 // would take the cut response for a whole one.
-                int reset = server.ResetAllConnections();
-                logger.LogWarning("Received {Signal} again: {Reset} connection(s) reset; exiting with code 3", context.Signal, reset);
-                loggerFactory.Dispose(); // the console logger writes from a queue: flush it before the process ends
-                Environment.Exit(ExitForced);
+                // Each step is bounded, so nothing a connection or a handler does can hold the exit up.
+                var resetting = Task.Run(server.ResetAllConnections);
+                bool done = resetting.Wait(ForcedStepBound);
+                logger.LogWarning("Received {Signal} again: {Reset} connection(s) reset; exiting with code 3", context.Signal,
+                    done ? resetting.Result.ToString(System.Globalization.CultureInfo.InvariantCulture) : "not all");
+                // The console logger writes from a queue: flush it before the process ends.
+                Task.Run(loggerFactory.Dispose).Wait(ForcedStepBound);
+                ExitNow(ExitForced);
             }
         }
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
@@ -126,6 +132,27 @@ public static class Program
                 descriptors.Raised ? $"soft limit raised from {descriptors.SoftBefore} to the hard limit" : descriptors.Limit == descriptors.Hard ? "the hard limit" : $"hard limit {descriptors.Hard} could not be taken", cap);
         foreach (var warning in options.Warnings ?? []) logger.LogWarning("{Warning}", warning);
     }
+
+    /// <summary>How long each step of the forced exit (reset, log flush, Environment.Exit) may take.</summary>
+    private static readonly TimeSpan ForcedStepBound = TimeSpan.FromMilliseconds(300);
+
+    /// <summary>
+    /// Environment.Exit, bounded: it runs the ProcessExit handlers, which wait on other threads (the finalizer
+    /// thread delivers the event), so a watchdog ends the process with _exit(2) if they take too long.
+    /// </summary>
+    private static void ExitNow(int code)
+    {
+        if (!OperatingSystem.IsWindows())
+        {
+            try { new Thread(() => { Thread.Sleep(ForcedStepBound); _exit(code); }) { IsBackground = true, Name = "forced exit" }.Start(); }
+            catch (OutOfMemoryException) { } // no thread to be had (descriptors exhausted): Environment.Exit alone
+        }
+        Environment.Exit(code);
+    }
+
+    // DllImport, not LibraryImport: the project builds without unsafe code; an int argument needs no marshalling.
+    [DllImport("libc")]
+    private static extern void _exit(int status);
 
     private static Dictionary<string, string?> ReadEnvironment()
     {

@@ -433,12 +433,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     public int ResetAllConnections()
     {
         try { CloseListener(); } catch (ObjectDisposedException) { } // already disposed: nothing listens
-        int reset = 0;
-        foreach (var (_, entry) in _connections)
-        {
-            entry.Protocol.Abort(ConnectionEndReason.Aborted);
-            reset++;
-        }
+        // Sockets first, tokens second: cancelling a connection's token runs handler continuations inline, and
+        // however long they take, every client has its RST by then.
+        var entries = _connections.Values.ToArray();
+        foreach (var entry in entries) entry.Transport.Abort();
+        foreach (var entry in entries) entry.Protocol.Abort(ConnectionEndReason.Aborted);
+        int reset = entries.Length;
         Phase("reset", $"{reset} connection(s) reset");
         return reset;
     }
