@@ -381,3 +381,111 @@ public class LinuxConnectionTests
 
     private static string CultureInvariant(FormattableString s) => FormattableString.Invariant(s);
 }
+
+// The transport alone, no protocol: what its input pipe reports for each way the peer can end, and the
+// kernel-queue count the drain rule needs.
+public class LinuxConnectionInputTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
+
+    private sealed class Rig : IAsyncDisposable
+    {
+        public readonly PipeServer.Transports.Linux.LinuxTransport Transport = new(1);
+        public readonly System.Net.Sockets.TcpListener Listener = new(System.Net.IPAddress.Loopback, 0);
+        public int PeerFailures;
+        public PipeServer.Transports.Linux.LinuxConnection Connection = null!;
+        public RawConnection Client = null!;
+
+        public async Task StartAsync()
+        {
+            Listener.Start();
+            var accepting = Listener.AcceptSocketAsync();
+            Client = await RawConnection.ConnectAsync(((System.Net.IPEndPoint)Listener.LocalEndpoint).Port);
+            var socket = await accepting.WaitAsync(Bound);
+            var options = new System.IO.Pipelines.PipeOptions(useSynchronizationContext: false);
+            Connection = Transport.Create(socket, options, options, () => Interlocked.Increment(ref PeerFailures));
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Client.DisposeAsync();
+            Connection.Abort();
+            await Connection.RunAsync().WaitAsync(Bound);
+            Transport.Dispose();
+            Listener.Stop();
+        }
+    }
+
+    private static async Task<(long Bytes, Exception? Error)> ReadToEndAsync(System.IO.Pipelines.PipeReader input)
+    {
+        long total = 0;
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync().AsTask().WaitAsync(Bound);
+                total += result.Buffer.Length;
+                input.AdvanceTo(result.Buffer.End);
+                if (result.IsCompleted) return (total, null);
+            }
+        }
+        catch (Exception ex) when (ex is not TimeoutException) { return (total, ex); }
+    }
+
+    [Fact]
+    public async Task A_fin_completes_the_input_after_the_bytes_before_it()
+    {
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        var running = rig.Connection.RunAsync();
+        await rig.Client.SendAsync(new byte[10_000]);
+        rig.Client.Socket.Shutdown(System.Net.Sockets.SocketShutdown.Send);
+        var (bytes, error) = await ReadToEndAsync(rig.Connection.Input);
+        Assert.Null(error);
+        Assert.Equal(10_000, bytes);
+        Assert.Equal(10_000, rig.Connection.ReceivedBytes);
+        Assert.False(running.IsCompleted); // the output side is still open: the socket is not closed yet
+        Assert.Equal(0, rig.PeerFailures);
+        await rig.Connection.Output.CompleteAsync(); // graceful end: FIN to the client, then close
+        Assert.True(await rig.Client.ClosedWithFinAsync());
+        await running.WaitAsync(Bound);
+    }
+
+    [Fact]
+    public async Task A_reset_fails_the_input_with_ConnectionResetException_and_calls_on_peer_failure_once()
+    {
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        var running = rig.Connection.RunAsync();
+        rig.Client.Socket.LingerState = new System.Net.Sockets.LingerOption(true, 0);
+        rig.Client.Socket.Close(); // RST
+        var (_, error) = await ReadToEndAsync(rig.Connection.Input);
+        Assert.IsType<ConnectionResetException>(error);
+        Assert.Equal(1, rig.PeerFailures);
+        await rig.Connection.Output.CompleteAsync();
+        await running.WaitAsync(Bound);
+        Assert.Equal(1, rig.PeerFailures);
+    }
+
+    [Fact]
+    public async Task Unread_kernel_bytes_counts_what_the_loop_has_not_taken()
+    {
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        // Not yet running: nothing reads the socket, so whatever the client sends waits in the kernel.
+        await rig.Client.SendAsync(new byte[1234]);
+        var deadline = DateTime.UtcNow + Bound;
+        while (rig.Connection.UnreadKernelBytes != 1234 && DateTime.UtcNow < deadline) await Task.Delay(5);
+        Assert.Equal(1234, rig.Connection.UnreadKernelBytes);
+        Assert.True(rig.Connection.HasUndeliveredInput);
+        var running = rig.Connection.RunAsync();
+        var result = await rig.Connection.Input.ReadAtLeastAsync(1234).AsTask().WaitAsync(Bound);
+        Assert.Equal(1234, result.Buffer.Length);
+        rig.Connection.Input.AdvanceTo(result.Buffer.End);
+        Assert.Equal(0, rig.Connection.UnreadKernelBytes);
+        Assert.False(rig.Connection.HasUndeliveredInput);
+        rig.Connection.Abort();
+        await running.WaitAsync(Bound);
+        Assert.Equal(0, rig.Connection.UnreadKernelBytes); // closed: 0, not an error
+    }
+}
