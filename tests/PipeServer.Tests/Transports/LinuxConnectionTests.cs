@@ -69,21 +69,22 @@ public class LinuxConnectionTests
     public async Task A_handler_that_completes_synchronously_runs_on_the_loop_thread()
     {
         // Run to completion: recv, parse, handler and send on the loop, no thread-pool hop.
-        string? thread = null;
+        var threads = new System.Collections.Concurrent.ConcurrentQueue<string?>();
         await using var host = LinuxTestHost.Start(routes: r => r.MapGet("/where", (_, res) =>
         {
-            thread = Thread.CurrentThread.Name;
+            threads.Enqueue(Thread.CurrentThread.Name);
             return res.WriteTextAsync("here\n");
         }));
         await using var c = await host.ConnectAsync();
-        // The first request may race the connection's registration and run on the accept thread; the second cannot.
-        for (int i = 0; i < 2; i++)
+        // Once listed, the protocol waits for its first byte, so every request meets it on the loop.
+        var entry = await host.WaitForEntryAsync();
+        for (int i = 0; i < 5; i++)
         {
             await c.SendAsync("GET /where HTTP/1.1\r\nHost: a\r\n\r\n");
             Assert.Equal("here\n", (await c.ReadResponseAsync()).BodyText);
         }
-        var entry = await host.WaitForEntryAsync();
-        Assert.Equal($"PipeServer loop {entry.Transport.LoopIndex}", thread);
+        Assert.All(threads, t => Assert.Equal($"PipeServer loop {entry.Transport.LoopIndex}", t));
+        Assert.Equal(5, threads.Count);
     }
 
     [Fact]
@@ -487,5 +488,55 @@ public class LinuxConnectionInputTests
         rig.Connection.Abort();
         await running.WaitAsync(Bound);
         Assert.Equal(0, rig.Connection.UnreadKernelBytes); // closed: 0, not an error
+    }
+}
+
+public class LinuxTransportDisposeTests
+{
+    [Fact]
+    public async Task Disposing_the_transport_resets_a_connection_whose_client_never_reads()
+    {
+        var host = LinuxTestHost.Start(configure: o => o with { MinResponseDataRate = 0 }, routes: r => r.MapGet("/bytes", async (req, res) =>
+        {
+            res.ContentLength = 64 * 1024 * 1024;
+            var chunk = new byte[4096];
+            for (int i = 0; i < 16 * 1024; i++)
+                if ((await res.Body.WriteAsync(chunk, req.Aborted)).IsCompleted) return;
+        }));
+        await using var c = await host.ConnectAsync();
+        await c.SendAsync("GET /bytes HTTP/1.1\r\nHost: a\r\n\r\n"); // and never read: the handler waits in its flush
+        var entry = await host.WaitForEntryAsync();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await host.DisposeAsync(); // aborts every connection, then stops the loops; throws if a loop logged anything
+        Assert.True(entry.Task.IsCompleted);
+        Assert.InRange(clock.ElapsedMilliseconds, 0, 5000);
+    }
+
+    [Fact]
+    public async Task Disposing_the_transport_from_a_continuation_on_its_own_loop_does_not_wait_for_itself()
+    {
+        var log = new ErrorLog();
+        var transport = new PipeServer.Transports.Linux.LinuxTransport(1, log);
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var accepting = listener.AcceptSocketAsync();
+        await using var client = await RawConnection.ConnectAsync(((System.Net.IPEndPoint)listener.LocalEndpoint).Port);
+        var options = new System.IO.Pipelines.PipeOptions(useSynchronizationContext: false);
+        var connection = transport.Create(await accepting.WaitAsync(TimeSpan.FromSeconds(10)), options, options, () => { });
+        var running = connection.RunAsync();
+        // The read completes inline on the loop; so does this continuation, which disposes the transport.
+        var disposed = connection.Input.ReadAsync().AsTask().ContinueWith(_ =>
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string? thread = Thread.CurrentThread.Name;
+            transport.Dispose();
+            return (thread, clock.ElapsedMilliseconds);
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        await client.SendAsync("x");
+        var (where, ms) = await disposed.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal("PipeServer loop 0", where);
+        Assert.InRange(ms, 0, 1000); // not the 2 s join timeout
+        await running.WaitAsync(TimeSpan.FromSeconds(10)); // the loop still aborted its connection on the way out
+        Assert.Empty(log.Entries);
     }
 }

@@ -112,8 +112,10 @@ internal sealed class LinuxTestHost : IAsyncDisposable
             entry.Transport = transport;
             entry.Protocol = new Http1Connection(Interlocked.Increment(ref _nextId), transport, transport, Options, Router.HandleAsync, Lifetime,
                 Log, _abortAll.Token, transport.RemoteEndPoint, Metrics);
-            Entries.Enqueue(entry);
             entry.Task = RunAsync(entry);
+            // Listed once its protocol waits for the first byte (ProcessAsync runs synchronously up to that
+            // read): a test that waits for the entry before sending knows the bytes will meet it on the loop.
+            Entries.Enqueue(entry);
         }
     }
 

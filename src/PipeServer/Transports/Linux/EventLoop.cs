@@ -85,6 +85,10 @@ internal sealed partial class EventLoop : PipeScheduler
     public void Stop(TimeSpan timeout)
     {
         _stopping = true;
+        // Called from a continuation running inline on this loop (the last connection's task completed here,
+        // and whoever awaited it went on to dispose the transport): the loop ends after this callback returns;
+        // joining itself would only wait out the timeout.
+        if (IsOnLoop) return;
         Wake();
         if (!_thread.Join(timeout)) LogStopTimedOut(_logger, Index);
     }

@@ -153,7 +153,9 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     }
 
     /// <summary>True when the peer has sent bytes the protocol has not been given yet: queued in the kernel, or in the loop's hands.</summary>
-    public bool HasUndeliveredInput => UnreadKernelBytes > 0 || _receiving;
+    // Asked on the loop itself (the protocol running inline inside the loop's flush), the bytes the loop holds
+    // are already committed to the pipe the caller reads: only the kernel's queue counts then.
+    public bool HasUndeliveredInput => UnreadKernelBytes > 0 || (_receiving && !_loop.IsOnLoop);
 
     /// <summary>How many bytes have been taken from the peer so far.</summary>
     public long ReceivedBytes => Volatile.Read(ref _received);
