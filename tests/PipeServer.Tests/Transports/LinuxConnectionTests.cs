@@ -469,6 +469,41 @@ public class LinuxConnectionInputTests
     }
 
     [Fact]
+    public async Task Try_close_idle_sends_what_was_flushed_then_fin_when_nothing_came_since_the_mark()
+    {
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        var running = rig.Connection.RunAsync();
+        await rig.Client.SendAsync("ping");
+        var read = await rig.Connection.Input.ReadAtLeastAsync(4).AsTask().WaitAsync(Bound);
+        rig.Connection.Input.AdvanceTo(read.Buffer.End);
+        long mark = rig.Connection.ReceivedBytes;
+        Assert.Equal(4, mark);
+        await rig.Connection.Output.WriteAsync(Encoding.ASCII.GetBytes("bye")).AsTask().WaitAsync(Bound);
+        Assert.True(await rig.Connection.TryCloseIdleAsync(mark).AsTask().WaitAsync(Bound));
+        Assert.Equal("bye", Encoding.ASCII.GetString(await rig.Client.ReadToEndAsync())); // the bytes, then FIN
+        Assert.False(running.IsCompleted); // only the sending side is shut: the protocol still ends the connection
+    }
+
+    [Fact]
+    public async Task Try_close_idle_refuses_when_bytes_arrived_after_the_mark()
+    {
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        var running = rig.Connection.RunAsync();
+        long mark = rig.Connection.ReceivedBytes; // 0: the caller looked at its input before these came
+        await rig.Client.SendAsync("GET / HTTP/1.1\r\n\r\n");
+        var deadline = DateTime.UtcNow + Bound;
+        while (rig.Connection.ReceivedBytes == 0 && rig.Connection.UnreadKernelBytes == 0 && DateTime.UtcNow < deadline) await Task.Delay(5);
+        Assert.False(await rig.Connection.TryCloseIdleAsync(mark).AsTask().WaitAsync(Bound));
+        // No FIN was sent: the connection can still answer what came.
+        await rig.Connection.Output.WriteAsync(Encoding.ASCII.GetBytes("answer")).AsTask().WaitAsync(Bound);
+        await rig.Connection.Output.CompleteAsync();
+        Assert.Equal("answer", Encoding.ASCII.GetString(await rig.Client.ReadToEndAsync()));
+        await running.WaitAsync(Bound);
+    }
+
+    [Fact]
     public async Task Unread_kernel_bytes_counts_what_the_loop_has_not_taken()
     {
         await using var rig = new Rig();

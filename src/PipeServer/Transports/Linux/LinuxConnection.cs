@@ -80,7 +80,9 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     private int _discarded;
     private ValueTask<FlushResult> _pausedFlush;
     private ValueTask<ReadResult> _pendingRead;
-    private bool _readPending, _sendQueued, _writeBlocked, _lingering;
+    private bool _readPending, _sendQueued, _writeBlocked, _lingering, _finSent;
+    private TaskCompletionSource<bool>? _idleClose; // a TryCloseIdleAsync waiting for the output to be sent
+    private long _idleCloseMark;
     private long _stallBytesLeft;             // bytes of the stalled segment still to send before its deadline clears
 
     internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
@@ -163,6 +165,23 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     /// <summary>Bytes read and dropped because nobody would read them (lingering close), for tests of its bound.</summary>
     internal int DiscardedBytes => Volatile.Read(ref _discarded);
 
+    /// <summary>
+    /// Closes an idle connection's sending side (FIN) unless the peer has sent more: once every byte flushed
+    /// so far is sent, and in the same step on the loop as the FIN, checks that nothing was taken since
+    /// <paramref name="receivedMark"/> (a <see cref="ReceivedBytes"/> read before the caller last looked at its
+    /// input) and nothing waits in the kernel. False: bytes came, nothing was shut down; the caller serves them.
+    /// </summary>
+    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    {
+        var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _loop.Post(static s =>
+        {
+            var (connection, idle, mark) = ((LinuxConnection, TaskCompletionSource<bool>, long))s!;
+            connection.BeginIdleClose(idle, mark);
+        }, (this, idle, receivedMark));
+        return new ValueTask<bool>(idle.Task);
+    }
+
     internal bool IsClosed => _isClosed;
     internal long LingerDeadline { get; private set; }
 
@@ -179,6 +198,32 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
         }
         _registered = true;
         PumpOutput(); // leaves the first output read pending
+    }
+
+    private void BeginIdleClose(TaskCompletionSource<bool> idle, long mark)
+    {
+        if (_isClosed || _finSent || !_registered) { idle.TrySetResult(true); return; } // closing regardless
+        _idleClose?.TrySetResult(false);
+        _idleClose = idle;
+        _idleCloseMark = mark;
+        TryFinishIdleClose();
+    }
+
+    /// <summary>With a TryCloseIdleAsync pending and every flushed byte sent: FIN now, unless input arrived since the mark.</summary>
+    private void TryFinishIdleClose()
+    {
+        if (_idleClose is not { } idle) return;
+        // Output still to send (a completed read not yet pumped, or a send waiting for EPOLLOUT): PumpOutput calls again.
+        if (!_readPending || _pendingRead.IsCompleted || _writeBlocked) return;
+        _idleClose = null;
+        if (LinuxNative.BytesReadable(_fd) > 0 || Volatile.Read(ref _received) != _idleCloseMark)
+        {
+            idle.TrySetResult(false);
+            return;
+        }
+        LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
+        _finSent = true;
+        idle.TrySetResult(true);
     }
 
     internal void OnEvents(uint events)
@@ -327,6 +372,7 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
                 _pendingRead = read;
                 _readPending = true;
                 read.GetAwaiter().UnsafeOnCompleted(_onOutputReady);
+                TryFinishIdleClose(); // everything flushed is sent
                 return;
             }
             var result = read.GetAwaiter().GetResult();
@@ -389,7 +435,7 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     private void OnOutputDone()
     {
         if (_aborted) { CloseFromLoop(abortive: true, inputError: null); return; }
-        LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
+        if (!_finSent) LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
         // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded), because
         // close() with unread input answers with RST, which can destroy our last response in the peer's queue.
         bool unread = LinuxNative.BytesReadable(_fd) > 0;
@@ -437,6 +483,8 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
             _inputState = InputState.Done;
             _input.Writer.Complete(inputError);
         }
+        _idleClose?.TrySetResult(true); // nothing more will be sent either way
+        _idleClose = null;
         _closed.TrySetResult();
     }
 
