@@ -1,0 +1,509 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using PipeServer.Connections;
+
+namespace PipeServer.Transports.Linux;
+
+// Where this sits: the Linux twin of Connections/SocketConnection.cs, between the kernel socket and the
+// protocol. Same members, same three endings (graceful FIN with a bounded linger, abort with RST, peer
+// gone), same backpressure; the difference is who moves the bytes: SocketConnection runs two async loops
+// on the thread pool, this one is driven by its EventLoop's epoll readiness and never blocks.
+//
+// Readiness is level-triggered. With edge-triggering every readable event must be read until EAGAIN
+// (an extra recv per request just to learn "nothing more"); level-triggered lets the loop do exactly one
+// recv per readiness and come back next pass if more is queued. The price is an epoll_ctl when interest
+// changes: reading pauses (input over its threshold), or a send hits EAGAIN (EPOLLOUT armed until the
+// socket drains). Both are the unusual case.
+//
+// Input (loop -> protocol): on EPOLLIN, GetMemory from the input pipe (the block is rented only now, so an
+// idle connection holds no buffer), one recv into it, Advance, FlushAsync. The flush runs the protocol
+// inline (the loop is the pipe's reader scheduler). A flush that does not complete means the protocol is
+// past the pause threshold: EPOLLIN is dropped until the reader catches up (its AdvanceTo resumes us).
+//
+// Output (protocol -> loop): the loop keeps one ReadAsync pending on the output pipe. The protocol's flush
+// completes it, which (via the scheduler) queues this connection for the end-of-pass send: inline if the
+// flush happened on the loop, posted with an eventfd wake-up if a handler flushed from another thread.
+// One send (one segment) or sendmsg (several) per pass; whatever the kernel did not take stays in the
+// pipe (so the handler's flush waits past the output threshold) and EPOLLOUT is armed.
+//
+// State: fields marked "loop only" are touched by the loop thread alone; Abort, RequestLingeringClose,
+// IsSendStalled, the byte counters and RunAsync are safe from any thread.
+
+/// <summary>An accepted socket served by a Linux event loop, as an <see cref="IDuplexPipe"/> with the transport controls.</summary>
+public sealed class LinuxConnection : IDuplexPipe, ITransportControl
+{
+    private const int MinimumReceiveBuffer = 4096;
+    private const long LingerTimeoutMs = 500; // as SocketConnection (Go uses 500 ms for the same purpose)
+    private const int MaxLingerBytes = 64 * 1024;
+
+    private static readonly Action<object?> s_register = static s => ((LinuxConnection)s!).RegisterOnLoop();
+    private static readonly Action<object?> s_abort = static s => ((LinuxConnection)s!).CloseFromLoop(abortive: true, inputError: null);
+
+    private enum InputState : byte
+    {
+        Reading,     // EPOLLIN armed; each readiness is one recv into the input pipe
+        Paused,      // the protocol is past the input pipe's pause threshold: not reading the socket
+        Discarding,  // nobody will read the input again (or lingering close): read and drop, bounded
+        Done,        // EOF, reset, or the discard bound reached: the input pipe's writer is completed
+    }
+
+    private readonly Socket _socket;          // owned; disposed exactly once, by CloseFromLoop on the loop
+    private readonly SafeHandle _handle;      // the socket's handle, for syscalls from other threads (ref-counted)
+    private readonly int _fd;
+    private readonly EventLoop _loop;
+    private readonly Pipe _input;
+    private readonly Pipe _output;
+    private readonly Action _onPeerFailure;
+    private readonly double _minResponseRate;
+    private readonly long _responseGraceMs;
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Action _onOutputReady;   // continuation of the pending output read (runs on the loop)
+    private readonly Action _onInputResumed;  // continuation of a paused input flush (runs on the loop)
+
+    // Any thread.
+    private volatile bool _aborted;
+    private volatile bool _lingerRequested;
+    private volatile bool _isClosed;
+    private volatile bool _receiving;         // the loop holds bytes taken from the kernel but not yet flushed into the input pipe
+    private long _received;                   // bytes taken from the kernel so far; written by the loop only
+    private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
+    private int _started, _peerFailed;
+
+    // Loop only.
+    private bool _registered;
+    private ulong _token;
+    private uint _interest;
+    private InputState _inputState;
+    private int _discarded;
+    private ValueTask<FlushResult> _pausedFlush;
+    private ValueTask<ReadResult> _pendingRead;
+    private bool _readPending, _sendQueued, _writeBlocked, _lingering, _finSent;
+    private TaskCompletionSource<bool>? _idleClose; // a TryCloseIdleAsync waiting for the output to be sent
+    private long _idleCloseMark;
+    private long _stallBytesLeft;             // bytes of the stalled segment still to send before its deadline clears
+
+    internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
+        double minResponseDataRate, TimeSpan minResponseDataRateGrace)
+    {
+        _socket = socket;
+        _loop = loop;
+        // The fd is ours from here on: nothing may start an async operation on this Socket, or the runtime
+        // would register the same fd in its own epoll set and race us for the bytes. Sync calls (options,
+        // endpoints) are fine. Non-blocking as well as MSG_DONTWAIT on every call: the loop must never sleep in a syscall.
+        _socket.Blocking = false;
+        _handle = socket.SafeHandle;
+        _fd = (int)_handle.DangerousGetHandle();
+        _input = new Pipe(loop.Adapt(inputOptions));
+        _output = new Pipe(loop.Adapt(outputOptions));
+        _onPeerFailure = onPeerFailure;
+        _minResponseRate = minResponseDataRate;
+        _responseGraceMs = (long)minResponseDataRateGrace.TotalMilliseconds;
+        _onOutputReady = OnOutputReady;
+        _onInputResumed = OnInputResumed;
+        RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
+    }
+
+    public PipeReader Input => _input.Reader;
+    public PipeWriter Output => _output.Writer;
+    public IPEndPoint? RemoteEndPoint { get; }
+
+    /// <summary>Which loop serves this connection (0-based).</summary>
+    public int LoopIndex => _loop.Index;
+
+    /// <summary>Hands the socket to its loop; completes when the socket is closed (never faults).</summary>
+    public Task RunAsync()
+    {
+        if (Interlocked.Exchange(ref _started, 1) == 0) _loop.Post(s_register, this);
+        return _closed.Task;
+    }
+
+    /// <summary>Close now with an RST (SO_LINGER 0); the protocol's pending read ends and its flush reports completion.</summary>
+    public void Abort()
+    {
+        if (_aborted) return;
+        _aborted = true;
+        try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { }
+        try { _input.Writer.CancelPendingFlush(); } catch (InvalidOperationException) { }
+        // The close itself happens on the loop, which is the only thread that uses the fd (so it is never
+        // closed, and its number reused, under a syscall in flight).
+        _loop.Post(s_abort, this);
+    }
+
+    public void RequestLingeringClose() => _lingerRequested = true;
+
+    /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
+    public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
+
+    /// <summary>Bytes the kernel has received from the peer that are not yet in the input pipe (FIONREAD); 0 once closed.</summary>
+    public int UnreadKernelBytes
+    {
+        get
+        {
+            if (_isClosed) return 0;
+            bool added = false;
+            try
+            {
+                _handle.DangerousAddRef(ref added); // the fd cannot be closed (and its number reused) while we ask
+                return LinuxNative.BytesReadable(_fd);
+            }
+            catch (ObjectDisposedException) { return 0; }
+            finally { if (added) _handle.DangerousRelease(); }
+        }
+    }
+
+    /// <summary>True when the peer has sent bytes the protocol has not been given yet: queued in the kernel, or in the loop's hands.</summary>
+    // Asked on the loop itself (the protocol running inline inside the loop's flush), the bytes the loop holds
+    // are already committed to the pipe the caller reads: only the kernel's queue counts then.
+    public bool HasUndeliveredInput => UnreadKernelBytes > 0 || (_receiving && !_loop.IsOnLoop);
+
+    /// <summary>How many bytes have been taken from the peer so far.</summary>
+    public long ReceivedBytes => Volatile.Read(ref _received);
+
+    /// <summary>Bytes read and dropped because nobody would read them (lingering close), for tests of its bound.</summary>
+    internal int DiscardedBytes => Volatile.Read(ref _discarded);
+
+    /// <summary>
+    /// Closes an idle connection's sending side (FIN) unless the peer has sent more: once every byte flushed
+    /// so far is sent, and in the same step on the loop as the FIN, checks that nothing was taken since
+    /// <paramref name="receivedMark"/> (a <see cref="ReceivedBytes"/> read before the caller last looked at its
+    /// input) and nothing waits in the kernel. False: bytes came, nothing was shut down; the caller serves them.
+    /// </summary>
+    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    {
+        var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _loop.Post(static s =>
+        {
+            var (connection, idle, mark) = ((LinuxConnection, TaskCompletionSource<bool>, long))s!;
+            connection.BeginIdleClose(idle, mark);
+        }, (this, idle, receivedMark));
+        return new ValueTask<bool>(idle.Task);
+    }
+
+    internal bool IsClosed => _isClosed;
+    internal long LingerDeadline { get; private set; }
+
+    // ---- on the loop ----------------------------------------------------------------------------------
+
+    private void RegisterOnLoop()
+    {
+        if (_isClosed) return; // aborted before it got here
+        _interest = LinuxNative.EPOLLIN;
+        if (!_loop.Register(this, _fd, _interest, out _token))
+        {
+            CloseFromLoop(abortive: true, inputError: null);
+            return;
+        }
+        _registered = true;
+        PumpOutput(); // leaves the first output read pending
+    }
+
+    private void BeginIdleClose(TaskCompletionSource<bool> idle, long mark)
+    {
+        if (_isClosed || _finSent || !_registered) { idle.TrySetResult(true); return; } // closing regardless
+        _idleClose?.TrySetResult(false);
+        _idleClose = idle;
+        _idleCloseMark = mark;
+        TryFinishIdleClose();
+    }
+
+    /// <summary>With a TryCloseIdleAsync pending and every flushed byte sent: FIN now, unless input arrived since the mark.</summary>
+    private void TryFinishIdleClose()
+    {
+        if (_idleClose is not { } idle) return;
+        // Output still to send (a completed read not yet pumped, or a send waiting for EPOLLOUT): PumpOutput calls again.
+        if (!_readPending || _pendingRead.IsCompleted || _writeBlocked) return;
+        _idleClose = null;
+        if (LinuxNative.BytesReadable(_fd) > 0 || Volatile.Read(ref _received) != _idleCloseMark)
+        {
+            idle.TrySetResult(false);
+            return;
+        }
+        LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
+        _finSent = true;
+        idle.TrySetResult(true);
+    }
+
+    internal void OnEvents(uint events)
+    {
+        if (_isClosed) return;
+        const uint Trouble = LinuxNative.EPOLLERR | LinuxNative.EPOLLHUP;
+        if (_writeBlocked && (events & (LinuxNative.EPOLLOUT | Trouble)) != 0)
+        {
+            _writeBlocked = false;
+            UpdateInterest();
+            PumpOutput(); // a send error surfaces here
+            if (_isClosed) return;
+        }
+        if ((_interest & LinuxNative.EPOLLIN) != 0 && (events & (LinuxNative.EPOLLIN | Trouble)) != 0)
+        {
+            if (_inputState == InputState.Discarding) Discard();
+            else Receive();
+        }
+        else if ((events & Trouble) != 0)
+        {
+            // Neither reading nor waiting to send, yet the socket reports an error or hang-up (epoll always
+            // reports those, level-triggered: it would repeat every pass). The peer is gone.
+            int error = LinuxNative.PendingError(_fd);
+            PeerFailed();
+            CloseFromLoop(abortive: false, inputError: error == LinuxNative.ECONNRESET ? Reset(error) : null);
+        }
+    }
+
+    private void Receive()
+    {
+        var writer = _input.Writer;
+        var memory = writer.GetMemory(MinimumReceiveBuffer);
+        _receiving = true;
+        nint n = LinuxNative.Recv(_fd, memory.Span);
+        if (n > 0)
+        {
+            Volatile.Write(ref _received, _received + n); // before _receiving is cleared
+            writer.Advance((int)n);
+            var flush = writer.FlushAsync(); // the protocol runs here, inline, and may close us
+            _receiving = false;
+            if (_isClosed) return;
+            if (flush.IsCompleted) AfterInputFlush(flush.GetAwaiter().GetResult());
+            else
+            {
+                _inputState = InputState.Paused; // backpressure: stop reading the socket until the reader catches up
+                UpdateInterest();
+                _pausedFlush = flush;
+                flush.GetAwaiter().UnsafeOnCompleted(_onInputResumed);
+            }
+            return;
+        }
+        _receiving = false;
+        if (n == 0) { EndInput(null); return; } // FIN: the peer will send no more
+        int errno = LinuxNative.Errno;
+        if (errno is LinuxNative.EAGAIN or LinuxNative.EINTR)
+        {
+            // A spurious wake-up: end the write so the pipe can free the block once the reader consumes all.
+            _ = writer.FlushAsync();
+            return;
+        }
+        if (errno == LinuxNative.ECONNRESET && !_aborted)
+        {
+            PeerFailed();
+            EndInput(Reset(errno));
+        }
+        else EndInput(null);
+    }
+
+    private void OnInputResumed()
+    {
+        if (_isClosed || _inputState != InputState.Paused) return;
+        var flush = _pausedFlush;
+        _pausedFlush = default;
+        AfterInputFlush(flush.GetAwaiter().GetResult());
+    }
+
+    private void AfterInputFlush(FlushResult result)
+    {
+        if (result.IsCompleted || result.IsCanceled) StartDiscard(); // the protocol stopped reading, or Abort()
+        else if (_inputState == InputState.Paused) { _inputState = InputState.Reading; UpdateInterest(); }
+    }
+
+    /// <summary>The protocol stopped reading: swallow what the peer still sends, up to a bound, until it closes.</summary>
+    private void StartDiscard()
+    {
+        if (_inputState is InputState.Discarding or InputState.Done) return;
+        _inputState = InputState.Discarding;
+        UpdateInterest();
+    }
+
+    private void Discard()
+    {
+        nint n = LinuxNative.Recv(_fd, _loop.DiscardBuffer);
+        if (n > 0)
+        {
+            Volatile.Write(ref _discarded, _discarded + (int)n);
+            if (_discarded >= MaxLingerBytes) EndInput(null);
+            return;
+        }
+        if (n == 0) { EndInput(null); return; }
+        int errno = LinuxNative.Errno;
+        if (errno is LinuxNative.EAGAIN or LinuxNative.EINTR) return;
+        if (errno == LinuxNative.ECONNRESET && !_aborted)
+        {
+            PeerFailed();
+            EndInput(Reset(errno));
+        }
+        else EndInput(null);
+    }
+
+    /// <summary>No more input will be taken: the protocol reads the end (or the reset); a lingering close is over.</summary>
+    private void EndInput(Exception? error)
+    {
+        _inputState = InputState.Done;
+        UpdateInterest();
+        _input.Writer.Complete(error); // may run the protocol inline
+        if (_lingering && !_isClosed) CloseFromLoop(abortive: false, inputError: null);
+    }
+
+    /// <summary>The pending output read completed (a flush, completion or cancel): send at the end of this pass.</summary>
+    private void OnOutputReady()
+    {
+        if (_sendQueued || _isClosed) return;
+        _sendQueued = true;
+        _loop.QueueSend(this);
+    }
+
+    internal void OnSendQueued()
+    {
+        _sendQueued = false;
+        if (_isClosed || _writeBlocked) return;
+        PumpOutput();
+    }
+
+    /// <summary>Sends what the protocol has flushed, until the pipe is empty (then a read is left pending) or the socket is full (then EPOLLOUT).</summary>
+    private void PumpOutput()
+    {
+        var reader = _output.Reader;
+        while (!_isClosed)
+        {
+            ValueTask<ReadResult> read;
+            if (_readPending) { read = _pendingRead; _pendingRead = default; _readPending = false; }
+            else read = reader.ReadAsync();
+            if (!read.IsCompleted)
+            {
+                _pendingRead = read;
+                _readPending = true;
+                read.GetAwaiter().UnsafeOnCompleted(_onOutputReady);
+                TryFinishIdleClose(); // everything flushed is sent
+                return;
+            }
+            var result = read.GetAwaiter().GetResult();
+            if (result.IsCanceled && _aborted) { reader.AdvanceTo(result.Buffer.Start); CloseFromLoop(abortive: true, inputError: null); return; }
+            var buffer = result.Buffer;
+            if (!buffer.IsEmpty)
+            {
+                long offered;
+                nint sent;
+                if (buffer.IsSingleSegment) { offered = buffer.Length; sent = LinuxNative.Send(_fd, buffer.FirstSpan); }
+                else { sent = LinuxNative.SendSegments(_fd, buffer, _loop.IoVecs, out offered); }
+                if (sent < 0)
+                {
+                    int errno = LinuxNative.Errno;
+                    if (errno is not (LinuxNative.EAGAIN or LinuxNative.EINTR))
+                    {
+                        reader.AdvanceTo(buffer.Start);
+                        FailSend(errno);
+                        return;
+                    }
+                    sent = 0;
+                }
+                bool blocked = sent < offered; // the kernel's send buffer is full
+                NoteSendProgress(buffer, sent, blocked);
+                if (sent < buffer.Length)
+                {
+                    reader.AdvanceTo(buffer.GetPosition(sent)); // the rest stays in the pipe: the handler's flush feels it
+                    if (!blocked) continue;                       // more segments than one sendmsg takes: go on
+                    _writeBlocked = true;
+                    UpdateInterest();
+                    return;
+                }
+            }
+            reader.AdvanceTo(buffer.End); // may resume a handler waiting in its flush, inline
+            if (result.IsCompleted) { OnOutputDone(); return; }
+        }
+    }
+
+    /// <summary>
+    /// The send-stall rule of SocketConnection: a segment whose send cannot complete gets a deadline of
+    /// max(grace, its length / minimum rate), cleared when that segment has gone out.
+    /// </summary>
+    private void NoteSendProgress(in ReadOnlySequence<byte> buffer, long sent, bool blocked)
+    {
+        if (_minResponseRate <= 0) return;
+        if (_stallBytesLeft > 0)
+        {
+            _stallBytesLeft -= sent;
+            if (_stallBytesLeft <= 0) Volatile.Write(ref _sendDeadline, long.MaxValue);
+        }
+        if (blocked && _stallBytesLeft <= 0)
+        {
+            long segment = buffer.Slice(sent).First.Length;
+            _stallBytesLeft = segment;
+            Volatile.Write(ref _sendDeadline, Environment.TickCount64 + Math.Max(_responseGraceMs, (long)(segment * 1000 / _minResponseRate)));
+        }
+    }
+
+    /// <summary>Everything the protocol wrote is sent: FIN, then close now or after a bounded linger.</summary>
+    private void OnOutputDone()
+    {
+        if (_aborted) { CloseFromLoop(abortive: true, inputError: null); return; }
+        if (!_finSent) LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
+        // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded), because
+        // close() with unread input answers with RST, which can destroy our last response in the peer's queue.
+        bool unread = LinuxNative.BytesReadable(_fd) > 0;
+        if (_inputState != InputState.Done && (_lingerRequested || unread))
+        {
+            _lingering = true;
+            LingerDeadline = Environment.TickCount64 + LingerTimeoutMs;
+            StartDiscard();
+            _loop.AddLingering(this);
+        }
+        else CloseFromLoop(abortive: false, inputError: null);
+    }
+
+    internal void OnLingerExpired()
+    {
+        if (!_isClosed) CloseFromLoop(abortive: false, inputError: null);
+    }
+
+    private void FailSend(int errno)
+    {
+        PeerFailed();
+        var error = new SocketException(errno == LinuxNative.EPIPE ? (int)SocketError.Shutdown : (int)SocketError.ConnectionReset);
+        CloseFromLoop(abortive: false, inputError: errno == LinuxNative.ECONNRESET ? Reset(errno) : null, outputError: error);
+    }
+
+    /// <summary>Closes the socket (RST if abortive) and completes both pipes; RunAsync's task completes. Idempotent.</summary>
+    internal void CloseFromLoop(bool abortive, Exception? inputError, Exception? outputError = null)
+    {
+        if (_isClosed) return;
+        _isClosed = true;
+        if (_registered)
+        {
+            LinuxNative.EpollCtl(_loop.EpollFd, LinuxNative.EPOLL_CTL_DEL, _fd, 0, 0);
+            _loop.Unregister(_token);
+            _registered = false;
+        }
+        if (abortive) LinuxNative.SetLingerZero(_fd);
+        Volatile.Write(ref _sendDeadline, long.MaxValue);
+        _socket.Dispose(); // close(): RST when abortive, else FIN (if not sent already)
+        // Completing the output reader makes the protocol's next flush report IsCompleted ("stop writing"),
+        // or throw the send error; completing the input writer ends its pending read. Either may run it inline.
+        _output.Reader.Complete(outputError);
+        if (_inputState != InputState.Done)
+        {
+            _inputState = InputState.Done;
+            _input.Writer.Complete(inputError);
+        }
+        _idleClose?.TrySetResult(true); // nothing more will be sent either way
+        _idleClose = null;
+        _closed.TrySetResult();
+    }
+
+    private void UpdateInterest()
+    {
+        if (!_registered) return;
+        uint wanted = (_inputState is InputState.Reading or InputState.Discarding ? LinuxNative.EPOLLIN : 0)
+                    | (_writeBlocked ? LinuxNative.EPOLLOUT : 0);
+        if (wanted == _interest) return;
+        _interest = wanted;
+        LinuxNative.EpollCtl(_loop.EpollFd, LinuxNative.EPOLL_CTL_MOD, _fd, wanted, _token);
+    }
+
+    private void PeerFailed()
+    {
+        if (_aborted || Interlocked.Exchange(ref _peerFailed, 1) != 0) return;
+        _onPeerFailure();
+    }
+
+    private static ConnectionResetException Reset(int errno) =>
+        new("The client reset the connection.", new SocketException(errno == LinuxNative.ECONNRESET ? (int)SocketError.ConnectionReset : errno));
+}
