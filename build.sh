@@ -25,6 +25,16 @@ need_dotnet() {
   fi
 }
 
+# try_install COMMAND PACKAGE: best effort, for tools a few tests drive for real. Where it cannot be
+# installed, those tests are reported as skipped with the reason, never failed.
+try_install() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || return 0
+  local sudo=""; [ "$(id -u)" -ne 0 ] && { command -v sudo >/dev/null 2>&1 || return 0; sudo="sudo -n"; }
+  echo "build.sh: installing $2 for the tests that use $1 (apt-get)..." >&2
+  $sudo apt-get install -y "$2" >/dev/null 2>&1 || { $sudo apt-get update -qq >/dev/null 2>&1 && $sudo apt-get install -y "$2" >/dev/null 2>&1; } || true
+}
+
 verb="${1:-build}"
 shift || true
 need_dotnet
@@ -34,6 +44,9 @@ case "$verb" in
     dotnet build PipeServer.sln -c "$CONFIG"
     ;;
   test)
+    # HAProxy (the PROXY protocol test) and systemd-socket-activate (the socket activation test).
+    try_install haproxy haproxy
+    try_install systemd-socket-activate systemd
     dotnet build PipeServer.sln -c "$CONFIG"
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT

@@ -11,9 +11,13 @@ public sealed class FactRequiringCommandAttribute : FactAttribute
 {
     public FactRequiringCommandAttribute(string command, string package)
     {
-        if (FindOnPath(command) is null)
-            Skip = $"'{command}' is not on PATH; it comes with the Debian/Ubuntu package '{package}' (apt-get install -y {package})";
+        Skip = SkipReason(command, package);
     }
+
+    /// <summary>The skip reason when <paramref name="command"/> is missing, else null (shared with the theory form).</summary>
+    internal static string? SkipReason(string command, string package) => FindOnPath(command) is null
+        ? $"'{command}' is not on PATH; it comes with the Debian/Ubuntu package '{package}' (apt-get install -y {package})"
+        : null;
 
     /// <summary>The full path of <paramref name="command"/> on PATH, or null.</summary>
     public static string? FindOnPath(string command) =>
@@ -21,4 +25,11 @@ public sealed class FactRequiringCommandAttribute : FactAttribute
             .Split(':', StringSplitOptions.RemoveEmptyEntries)
             .Select(dir => Path.Combine(dir, command))
             .FirstOrDefault(File.Exists);
+}
+
+/// <summary>The theory form of <see cref="FactRequiringCommandAttribute"/>: skipped with the reason where the command is missing.</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class TheoryRequiringCommandAttribute : TheoryAttribute
+{
+    public TheoryRequiringCommandAttribute(string command, string package) => Skip = FactRequiringCommandAttribute.SkipReason(command, package);
 }

@@ -19,12 +19,11 @@ public class HaproxyProxyProtocolTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    [Theory]
+    [TheoryRequiringCommand("haproxy", "haproxy")]
     [InlineData("send-proxy")]
     [InlineData("send-proxy-v2")]
     public async Task Requests_through_haproxy_carry_the_clients_address_in_the_proxy_header(string mode)
     {
-        if (!File.Exists("/usr/sbin/haproxy")) Assert.Fail("haproxy (Debian package) is expected here; ./build.sh lb-test installs it");
         using var server = await ServerProcess.StartAsync("--proxy-protocol", "--trusted-proxies", "127.0.0.1", "--access-log", "--log-format", "json");
         int front = FreePort();
         var config = Path.Combine(Path.GetTempPath(), $"pipeserver-haproxy-{Guid.NewGuid():N}.cfg");
@@ -45,7 +44,7 @@ public class HaproxyProxyProtocolTests
             """ + "\n"); // HAProxy refuses a last line without LF
         try
         {
-            using var haproxy = ServerProcess.RunCommand("/usr/sbin/haproxy", ["-f", config, "-db"]);
+            using var haproxy = ServerProcess.RunCommand(FactRequiringCommandAttribute.FindOnPath("haproxy")!, ["-f", config, "-db"]);
             RawConnection? c = null;
             for (var deadline = DateTime.UtcNow.AddSeconds(10); c is null && DateTime.UtcNow < deadline;)
             {
