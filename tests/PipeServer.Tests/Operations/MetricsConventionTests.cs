@@ -10,40 +10,6 @@ namespace PipeServer.Tests.Operations;
 // buckets exactly, and connection-duration buckets that reach past 300 s.
 public class MetricsConventionTests
 {
-    private sealed class Recorder : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private readonly List<(string Name, double Value, Dictionary<string, object?> Tags)> _measurements = [];
-        public readonly Dictionary<string, Instrument> Instruments = [];
-
-        public Recorder(Meter meter)
-        {
-            _listener.InstrumentPublished = (i, l) =>
-            {
-                if (!ReferenceEquals(i.Meter, meter)) return;
-                lock (Instruments) Instruments[i.Name] = i;
-                l.EnableMeasurementEvents(i);
-            };
-            _listener.SetMeasurementEventCallback<double>((i, v, t, _) => Add(i.Name, v, t));
-            _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i.Name, v, t));
-            _listener.Start();
-        }
-
-        private void Add(string name, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-        {
-            var d = new Dictionary<string, object?>();
-            foreach (var t in tags) d[t.Key] = t.Value;
-            lock (_measurements) _measurements.Add((name, value, d));
-        }
-
-        public List<(string Name, double Value, Dictionary<string, object?> Tags)> Of(string name)
-        {
-            lock (_measurements) return _measurements.Where(m => m.Name == name).ToList();
-        }
-
-        public void Dispose() => _listener.Dispose();
-    }
-
     /// <summary>OpenTelemetry semantic conventions, HTTP metrics, http.server.request.duration: "explicit bucket boundaries".</summary>
     private static readonly double[] OpenTelemetryAdvice = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
@@ -52,7 +18,7 @@ public class MetricsConventionTests
     {
         Assert.Equal(OpenTelemetryAdvice, ServerMetrics.RequestDurationBuckets);
         await using var server = await TestServer.StartAsync();
-        using var recorder = new Recorder(server.Server.Metrics.Meter);
+        using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         var histogram = Assert.IsType<Histogram<double>>(recorder.Instruments["http.server.request.duration"]);
         Assert.Equal(OpenTelemetryAdvice, histogram.Advice!.HistogramBucketBoundaries!);
     }
@@ -64,7 +30,7 @@ public class MetricsConventionTests
         Assert.Contains(600.0, ServerMetrics.ConnectionDurationBuckets); // between 300 s and an hour too
         Assert.Equal(ServerMetrics.ConnectionDurationBuckets.Order(), ServerMetrics.ConnectionDurationBuckets);
         await using var server = await TestServer.StartAsync();
-        using var recorder = new Recorder(server.Server.Metrics.Meter);
+        using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         var histogram = Assert.IsType<Histogram<double>>(recorder.Instruments["pipeserver.connection.duration"]);
         Assert.Equal(ServerMetrics.ConnectionDurationBuckets, histogram.Advice!.HistogramBucketBoundaries!);
     }
@@ -76,7 +42,7 @@ public class MetricsConventionTests
             .MapGet("/unavailable", (req, res) => { res.StatusCode = 503; return ValueTask.CompletedTask; })
             .MapGet("/gateway", (req, res) => { res.StatusCode = 502; return ValueTask.CompletedTask; })
             .MapGet("/throws", (req, res) => throw new InvalidOperationException("boom")));
-        using var recorder = new Recorder(server.Server.Metrics.Meter);
+        using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         await using (var c = await server.ConnectAsync())
         {
             foreach (var path in new[] { "/plaintext", "/unavailable", "/gateway" })

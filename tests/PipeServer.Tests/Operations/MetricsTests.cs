@@ -7,39 +7,11 @@ namespace PipeServer.Tests.Operations;
 
 public class MetricsTests
 {
-    private sealed class Recorder : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        public readonly List<(string Name, double Value, Dictionary<string, object?> Tags)> Measurements = [];
-
-        public Recorder(Meter meter)
-        {
-            _listener.InstrumentPublished = (i, l) => { if (ReferenceEquals(i.Meter, meter)) l.EnableMeasurementEvents(i); };
-            _listener.SetMeasurementEventCallback<double>((i, v, t, _) => Add(i.Name, v, t));
-            _listener.SetMeasurementEventCallback<long>((i, v, t, _) => Add(i.Name, v, t));
-            _listener.Start();
-        }
-
-        private void Add(string name, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-        {
-            var d = new Dictionary<string, object?>();
-            foreach (var t in tags) d[t.Key] = t.Value;
-            lock (Measurements) Measurements.Add((name, value, d));
-        }
-
-        public List<(string Name, double Value, Dictionary<string, object?> Tags)> Of(string name)
-        {
-            lock (Measurements) return Measurements.Where(m => m.Name == name).ToList();
-        }
-
-        public void Dispose() => _listener.Dispose();
-    }
-
     [Fact]
     public async Task Instruments_follow_the_semantic_conventions_after_known_traffic()
     {
         await using var server = await TestServer.StartAsync();
-        using var recorder = new Recorder(server.Server.Metrics.Meter);
+        using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         await using (var c = await server.ConnectAsync())
         {
             await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
@@ -74,7 +46,7 @@ public class MetricsTests
     public async Task Rejected_connections_are_counted()
     {
         await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 1 });
-        using var recorder = new Recorder(server.Server.Metrics.Meter);
+        using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         await using var a = await server.ConnectAsync();
         await server.WaitForConnectionCountAsync(1);
         await using var b = await server.ConnectAsync();
