@@ -46,15 +46,15 @@ internal sealed partial class ConnectionRefusals(ILogger logger, TimeSpan interv
         else Volatile.Write(ref _descriptorsAnnounced, 0);
     }
 
-    [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Connection cap of {Cap} reached: new connections are refused with 503 (a count follows every {IntervalSeconds} s while it lasts)")]
+    [LoggerMessage(EventId = 50, Level = LogLevel.Warning, Message = "Connection cap of {Cap} reached: new connections are refused with 503 (a count follows every {IntervalSeconds} s while it lasts)")]
     private static partial void LogCapReached(ILogger logger, int cap, long intervalSeconds);
 
-    [LoggerMessage(EventId = 31, Level = LogLevel.Warning, Message = "{Count} connection(s) refused over the connection cap in the last {Seconds} s")]
+    [LoggerMessage(EventId = 51, Level = LogLevel.Warning, Message = "{Count} connection(s) refused over the connection cap in the last {Seconds} s")]
     private static partial void LogRefusedOverCap(ILogger logger, long count, long seconds);
 
-    [LoggerMessage(EventId = 32, Level = LogLevel.Error, Message = "Out of file descriptors (EMFILE): pending connections are refused with 503 through the spare descriptor (a count follows every {IntervalSeconds} s while it lasts). Raise the limit or lower --max-connections")]
+    [LoggerMessage(EventId = 52, Level = LogLevel.Error, Message = "Out of file descriptors (EMFILE): pending connections are refused with 503 through the spare descriptor (a count follows every {IntervalSeconds} s while it lasts). Raise the limit or lower --max-connections")]
     private static partial void LogOutOfDescriptors(ILogger logger, long intervalSeconds);
 
-    [LoggerMessage(EventId = 33, Level = LogLevel.Error, Message = "{Count} accept(s) refused out of file descriptors in the last {Seconds} s")]
+    [LoggerMessage(EventId = 53, Level = LogLevel.Error, Message = "{Count} accept(s) refused out of file descriptors in the last {Seconds} s")]
     private static partial void LogRefusedOutOfDescriptors(ILogger logger, long count, long seconds);
 }

@@ -96,12 +96,12 @@ internal sealed partial class Heartbeat : IDisposable
         if (_thread is null || _thread == Thread.CurrentThread || _thread.Join(TimeSpan.FromSeconds(2))) _stop.Dispose();
     }
 
-    [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "Heartbeat failed; it keeps ticking, and further failures in a row are counted, not logged")]
+    [LoggerMessage(EventId = 40, Level = LogLevel.Error, Message = "Heartbeat failed; it keeps ticking, and further failures in a row are counted, not logged")]
     private static partial void LogBeatFailed(ILogger logger, Exception exception);
 
-    [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "Heartbeat recovered after {Failures} failed beat(s)")]
+    [LoggerMessage(EventId = 41, Level = LogLevel.Information, Message = "Heartbeat recovered after {Failures} failed beat(s)")]
     private static partial void LogRecovered(ILogger logger, long failures);
 
-    [LoggerMessage(EventId = 22, Level = LogLevel.Warning, Message = "Heartbeat took {ElapsedMs} ms, longer than its {IntervalMs} ms interval: every connection deadline is late by as much")]
+    [LoggerMessage(EventId = 42, Level = LogLevel.Warning, Message = "Heartbeat took {ElapsedMs} ms, longer than its {IntervalMs} ms interval: every connection deadline is late by as much")]
     private static partial void LogSlowBeat(ILogger logger, long elapsedMs, long intervalMs);
 }

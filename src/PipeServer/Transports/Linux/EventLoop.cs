@@ -249,12 +249,12 @@ internal sealed partial class EventLoop : PipeScheduler
         }
     }
 
-    [LoggerMessage(EventId = 100, Level = LogLevel.Error, Message = "Event loop {Loop}: a callback failed")]
+    [LoggerMessage(EventId = 300, Level = LogLevel.Error, Message = "Event loop {Loop}: a callback failed")]
     private static partial void LogCallbackFailed(ILogger logger, int loop, Exception exception);
 
-    [LoggerMessage(EventId = 101, Level = LogLevel.Critical, Message = "Event loop {Loop}: epoll_wait failed with errno {Errno}; the loop stopped")]
+    [LoggerMessage(EventId = 301, Level = LogLevel.Critical, Message = "Event loop {Loop}: epoll_wait failed with errno {Errno}; the loop stopped")]
     private static partial void LogEpollFailed(ILogger logger, int loop, int errno);
 
-    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "Event loop {Loop} did not stop in time")]
+    [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "Event loop {Loop} did not stop in time")]
     private static partial void LogStopTimedOut(ILogger logger, int loop);
 }
