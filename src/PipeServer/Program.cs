@@ -61,6 +61,7 @@ public static class Program
             logger.LogInformation("Serving on the socket passed by systemd (socket activation)");
         }
         server.PhaseCompleted += (phase, detail) => notifier.Notify($"STATUS={phase}: {detail}");
+        server.DrainProgress += open => notifier.Notify($"STATUS=wait-for-drain: waiting for {open} connection(s)");
 
         var services = new List<HostedService>
         {

@@ -29,6 +29,8 @@ public sealed partial class HttpServer : IAsyncDisposable
 {
     /// <summary>url.scheme of every connection this server accepts: its listeners are plain TCP (no TLS yet).</summary>
     public const string PlainTextScheme = "http";
+    /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
+    private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
     private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
@@ -118,6 +120,12 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     /// <summary>Serve on an already-listening socket (systemd socket activation) instead of binding. Call before StartAsync.</summary>
     public void UseListenSocket(Socket listening) => _inheritedSocket = listening;
+
+    /// <summary>
+    /// Raised while the wait-for-drain phase waits, with the number of connections still open: when the wait
+    /// starts, then whenever the count has changed, at most once a second. sd_notify STATUS hangs off it.
+    /// </summary>
+    public event Action<int>? DrainProgress;
 
     /// <summary>Raised as each shutdown phase completes: (phase, what it did). sd_notify STATUS lines hang off it.</summary>
     public event Action<string, string>? PhaseCompleted;
@@ -406,8 +414,18 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         var all = Task.WhenAll(_connections.Values.Select(e => e.Task));
         if (timeout < TimeSpan.Zero) timeout = TimeSpan.Zero;
-        try { await all.WaitAsync(timeout).ConfigureAwait(false); }
-        catch (TimeoutException) { }
+        var clock = Stopwatch.StartNew();
+        int reported = -1;
+        // A long drain is watched (systemctl status shows STATUS=): say how many connections are left whenever
+        // the count has changed, at most once per DrainProgressInterval, until all are done or the deadline.
+        while (!all.IsCompleted && clock.Elapsed < timeout)
+        {
+            int open = _connections.Count;
+            if (open != reported) { DrainProgress?.Invoke(open); reported = open; }
+            var wait = timeout - clock.Elapsed;
+            try { await all.WaitAsync(wait < DrainProgressInterval ? wait : DrainProgressInterval).ConfigureAwait(false); }
+            catch (TimeoutException) { }
+        }
         bool drained = _connections.IsEmpty;
         Phase("wait-for-drain", drained ? "all connections drained" : $"{_connections.Count} connection(s) still open at the deadline");
         return drained;

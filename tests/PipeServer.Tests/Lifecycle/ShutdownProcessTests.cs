@@ -39,10 +39,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
     }
 
     /// <summary>Polls /metrics until <paramref name="count"/> requests besides the scrape are in their handlers.</summary>
-    private static async Task WaitForRequestsInHandlersAsync(ServerProcess server, int count)
+    internal static async Task WaitForRequestsInHandlersAsync(ServerProcess server, int count, int? port = null)
     {
         var clock = Stopwatch.StartNew();
-        while (await ScrapeAsync(server.Port, "http_server_active_requests") - 1 < count)
+        while (await ScrapeAsync(port ?? server.Port, "http_server_active_requests") - 1 < count)
         {
             if (clock.Elapsed > PollDeadline) throw new TimeoutException($"fewer than {count} request(s) reached their handlers; output:\n{server.Output}");
             await Task.Delay(10);

@@ -273,4 +273,46 @@ public class OperationsProcessTests
         }
         finally { File.Delete(path); }
     }
+
+    [Fact]
+    public async Task A_long_drain_reports_the_connections_left_in_its_status()
+    {
+        // systemctl status shows the last STATUS=: while a drain waits, it must say how many connections are
+        // left, updated as they finish (here 2, then 1), not one line from when the wait began.
+        var path = Path.Combine(Path.GetTempPath(), $"pipeserver-notify-{Guid.NewGuid():N}.sock");
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        socket.Bind(new UnixDomainSocketEndPoint(path));
+        try
+        {
+            var statuses = new List<string>();
+            async Task<string> NextAsync()
+            {
+                var buffer = new byte[4096];
+                using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+                int n = await socket.ReceiveAsync(buffer, SocketFlags.None, cts.Token);
+                var m = Encoding.UTF8.GetString(buffer, 0, n);
+                statuses.Add(m);
+                return m;
+            }
+
+            using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", "--metrics"],
+                new Dictionary<string, string> { ["NOTIFY_SOCKET"] = path });
+            var ready = await NextAsync();
+            Assert.StartsWith("READY=1\n", ready);
+            int port = int.Parse(System.Text.RegularExpressions.Regex.Match(ready, @"Listening on http://[^\s]+:(\d+)").Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            await using var shorter = await RawConnection.ConnectAsync(port);
+            await using var longer = await RawConnection.ConnectAsync(port);
+            await shorter.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n");
+            await longer.SendAsync("GET /slow?ms=4000 HTTP/1.1\r\nHost: a\r\n\r\n");
+            await Lifecycle.ShutdownProcessTests.WaitForRequestsInHandlersAsync(server, 2, port);
+            server.Signal(ServerProcess.SIGTERM);
+            while (!statuses[^1].Contains("waiting for 1 connection(s)", StringComparison.Ordinal))
+                Assert.DoesNotContain("all connections drained", await NextAsync());
+            Assert.Contains(statuses, m => m == "STATUS=wait-for-drain: waiting for 2 connection(s)");
+            Assert.Equal(200, (await shorter.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10))).Status);
+            Assert.Equal(200, (await longer.ReadResponseAsync(timeout: TimeSpan.FromSeconds(10))).Status);
+            Assert.Equal(0, await server.WaitForExitAsync());
+        }
+        finally { File.Delete(path); }
+    }
 }
