@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Demo;
 using PipeServer.Routing;

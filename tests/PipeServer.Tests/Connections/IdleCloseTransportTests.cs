@@ -1,6 +1,8 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using PipeServer.Transports.Sockets;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using Xunit;
 

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Demo;
 using PipeServer.Routing;
@@ -107,8 +108,7 @@ internal sealed class LinuxTestHost : IAsyncDisposable
             socket.NoDelay = true;
             _configureAccepted?.Invoke(socket);
             var entry = new Entry();
-            var transport = Transport.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure,
-                Options.MinResponseDataRate, Options.MinResponseDataRateGracePeriod);
+            var transport = Transport.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
             entry.Transport = transport;
             entry.Protocol = new Http1Connection(Interlocked.Increment(ref _nextId), transport, transport, Options, Router.HandleAsync, Lifetime,
                 Log, _abortAll.Token, transport.RemoteEndPoint, Metrics);
@@ -133,7 +133,7 @@ internal sealed class LinuxTestHost : IAsyncDisposable
         {
             if (entry.Task.IsCompleted) continue;
             entry.Protocol.OnHeartbeat(now);
-            if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
+            if (entry.Transport.IsSendStalled(now, Options.MinResponseDataRate, Options.MinResponseDataRateGracePeriod)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
         }
     }
 
