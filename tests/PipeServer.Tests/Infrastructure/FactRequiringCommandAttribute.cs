@@ -22,3 +22,14 @@ public sealed class FactRequiringCommandAttribute : FactAttribute
             .Select(dir => Path.Combine(dir, command))
             .FirstOrDefault(File.Exists);
 }
+
+/// <summary>The theory form of <see cref="FactRequiringCommandAttribute"/> (e.g. one case per transport): skipped, with the same reason, where the command is missing.</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class TheoryRequiringCommandAttribute : TheoryAttribute
+{
+    public TheoryRequiringCommandAttribute(string command, string package)
+    {
+        if (FactRequiringCommandAttribute.FindOnPath(command) is null)
+            Skip = $"'{command}' is not on PATH; it comes with the Debian/Ubuntu package '{package}' (apt-get install -y {package})";
+    }
+}
