@@ -112,7 +112,12 @@ public sealed partial class HttpServer : IAsyncDisposable
         {
             var listener = new TcpListener(_options.Address, _options.Port);
             // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
-            listener.Start(_options.ListenBacklog);
+            try { listener.Start(_options.ListenBacklog); }
+            catch
+            {
+                _transport.Dispose(); // no server will run: its loop threads go now, not at a DisposeAsync that may never come
+                throw;
+            }
             _listener = listener;
             listenSocket = listener.Server;
             EndPoint = (IPEndPoint)listener.LocalEndpoint;

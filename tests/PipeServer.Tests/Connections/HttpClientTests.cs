@@ -23,14 +23,13 @@ public class HttpClientTests
         Assert.Equal(1, server.Server.TotalConnections);
     }
 
+    public static TheoryData<int, bool> Bodies => new() { { 0, false }, { 1, false }, { 1_000_000, false }, { 1_000_000, true } };
+
     [Theory]
-    [InlineData(0, false)]
-    [InlineData(1, false)]
-    [InlineData(1_000_000, false)]
-    [InlineData(1_000_000, true)]
-    public async Task HttpClient_round_trips_a_body_through_echo(int size, bool chunked)
+    [MemberData(nameof(TransportData.Cross), typeof(HttpClientTests), nameof(Bodies), MemberType = typeof(TransportData))]
+    public async Task HttpClient_round_trips_a_body_through_echo(int size, bool chunked, string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}"), Timeout = TimeSpan.FromSeconds(20) };
         var payload = RandomNumberGenerator.GetBytes(size);
         HttpContent content = chunked ? new StreamContent(new NonSeekableStream(payload)) : new ByteArrayContent(payload);

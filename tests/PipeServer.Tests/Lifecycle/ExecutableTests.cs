@@ -31,13 +31,14 @@ public class ExecutableTests
         Assert.Contains("Shutdown complete", server.Output);
     }
 
-    [Fact]
-    public async Task A_taken_port_exits_1_with_a_clear_message()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_taken_port_exits_1_with_a_clear_message(string transport)
     {
         using var blocker = new TcpListener(IPAddress.Loopback, 0);
         blocker.Start();
         int port = ((IPEndPoint)blocker.LocalEndpoint).Port;
-        using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--heartbeat-interval", "0"]);
+        using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--heartbeat-interval", "0",
+            "--transport", transport]);
         Assert.Equal(1, await server.WaitForExitAsync());
         Assert.Contains("already in use", server.Output);
         Assert.DoesNotContain("   at ", server.Output); // no stack trace

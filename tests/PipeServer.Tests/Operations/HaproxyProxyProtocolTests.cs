@@ -19,13 +19,14 @@ public class HaproxyProxyProtocolTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    public static TheoryData<string> Modes => new() { "send-proxy", "send-proxy-v2" };
+
     [Theory]
-    [InlineData("send-proxy")]
-    [InlineData("send-proxy-v2")]
-    public async Task Requests_through_haproxy_carry_the_clients_address_in_the_proxy_header(string mode)
+    [MemberData(nameof(TransportData.Cross), typeof(HaproxyProxyProtocolTests), nameof(Modes), MemberType = typeof(TransportData))]
+    public async Task Requests_through_haproxy_carry_the_clients_address_in_the_proxy_header(string mode, string transport)
     {
         if (!File.Exists("/usr/sbin/haproxy")) Assert.Fail("haproxy (Debian package) is expected here; ./build.sh lb-test installs it");
-        using var server = await ServerProcess.StartAsync("--proxy-protocol", "--trusted-proxies", "127.0.0.1", "--access-log", "--log-format", "json");
+        using var server = await ServerProcess.StartOnAsync(transport, "--proxy-protocol", "--trusted-proxies", "127.0.0.1", "--access-log", "--log-format", "json");
         int front = FreePort();
         var config = Path.Combine(Path.GetTempPath(), $"pipeserver-haproxy-{Guid.NewGuid():N}.cfg");
         File.WriteAllText(config, $"""
