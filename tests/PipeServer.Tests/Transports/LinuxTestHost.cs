@@ -13,10 +13,12 @@ using PipeServer.Transports.Linux;
 
 namespace PipeServer.Tests.Transports;
 
-// Where this sits: the test rig for the Linux transport until it is wired into HttpServer. It does what
-// HttpServer.Accept does today (TcpListener on 127.0.0.1:0, NoDelay, a transport + Http1Connection pair per
-// socket, the demo routes on a Router, a heartbeat that checks timeouts and send stalls), with a
-// LinuxConnection in place of SocketConnection, and keeps every pair so tests can look at both halves.
+// Where this sits: the test rig for the Linux transport's own tests, which look inside a LinuxConnection
+// (its loop, kernel bytes, discard counts). It does what HttpServer.Accept does (TcpListener on
+// 127.0.0.1:0, NoDelay, a transport + Http1Connection pair per socket, the demo routes on a Router, a
+// heartbeat that checks timeouts and send stalls) and keeps every pair so tests can look at both halves.
+// HttpServer itself runs on this transport with --transport linux; the socket and process tests cover
+// that through TestServer/ServerProcess and Infrastructure/TransportData.cs.
 
 internal sealed class LinuxTestHost : IAsyncDisposable
 {

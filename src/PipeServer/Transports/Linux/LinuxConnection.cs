@@ -174,7 +174,8 @@ public sealed class LinuxConnection : TransportConnection
 
     /// <summary>After the connection ended: the peer sent bytes after an idle close's FIN (a request that raced the close, unanswered).</summary>
     // Loop-only fields, read once RunAsync's task has completed (which orders them before this read).
-    public override bool ReceivedAfterIdleClose => _finSent && Volatile.Read(ref _received) != _idleCloseMark;
+    // Bytes read away while lingering count too: after an idle FIN nobody reads the input, so they are discarded.
+    public override bool ReceivedAfterIdleClose => _finSent && (Volatile.Read(ref _received) != _idleCloseMark || Volatile.Read(ref _discarded) > 0);
 
     internal bool IsClosed => _isClosed;
     internal long LingerDeadline { get; private set; }
@@ -432,8 +433,10 @@ public sealed class LinuxConnection : TransportConnection
         if (!_finSent) LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
         // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded), because
         // close() with unread input answers with RST, which can destroy our last response in the peer's queue.
+        // After an idle close, always linger (as SocketConnection does): a request that raced our FIN is then
+        // read away and counted (ReceivedAfterIdleClose) instead of drawing an RST, and the peer, seeing EOF, closes at once.
         bool unread = LinuxNative.BytesReadable(_fd) > 0;
-        if (_inputState != InputState.Done && (_lingerRequested || unread))
+        if (_inputState != InputState.Done && (_lingerRequested || unread || _finSent))
         {
             _lingering = true;
             LingerDeadline = Environment.TickCount64 + LingerTimeoutMs;
