@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Text;
 using BenchmarkDotNet.Attributes;
 using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Demo;
 using PipeServer.Routing;

@@ -2,6 +2,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Demo;
 using PipeServer.Routing;
@@ -12,8 +13,9 @@ namespace PipeServer.Benchmarks;
 
 /// <summary>
 /// "linuxserver --port P [--loops N] [--seconds S] [--idle-count N]": the demo routes served by the Linux
-/// transport (Transports/Linux) until it is wired into HttpServer: a TcpListener accept loop that pairs each
-/// socket with a LinuxConnection and an Http1Connection, as HttpServer.Accept does with SocketConnection.
+/// transport (Transports/Linux) without the rest of HttpServer: a TcpListener accept loop that pairs each
+/// socket with a LinuxConnection and an Http1Connection, as HttpServer.Accept does through its transport
+/// (the executable's --transport linux is the whole server on the same loops).
 /// For wrk and `strace -c -f -p PID`. With --idle-count it waits for that many connections, then prints the
 /// process RSS per connection (compare with `idleserver`, which prints the managed heap of the sockets
 /// transport) and exits.

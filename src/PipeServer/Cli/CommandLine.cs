@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using PipeServer.Hosting;
 using PipeServer.Server;
+using PipeServer.Transports;
 
 namespace PipeServer.Cli;
 
@@ -60,6 +61,7 @@ public static class CommandLine
         new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64): only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
+        new("transport", "NAME", "sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop"),
     ];
 
     public static string Usage()
@@ -151,6 +153,7 @@ public static class CommandLine
         if (values.TryGetValue("proxy-protocol", out var pp)) server = server with { ProxyProtocol = ParseSwitch("proxy-protocol", pp) };
         if (server.ProxyProtocol && server.TrustedProxies.Count == 0)
             throw new CommandLineException("--proxy-protocol: needs --trusted-proxies (the balancers whose PROXY header is believed)");
+        if (values.TryGetValue("transport", out var tr)) server = server with { Transport = ParseTransport(tr) };
         var format = LogFormat.Text;
         if (values.TryGetValue("log-format", out var lf))
             format = lf.ToLowerInvariant() switch
@@ -198,6 +201,20 @@ public static class CommandLine
         "none" => Microsoft.Extensions.Logging.LogLevel.None,
         _ => throw new CommandLineException($"--log-level: '{value}' is not one of trace, debug, information, warning, error, critical, none"),
     };
+
+    /// <summary>Names only, as for the log level; linux is refused up front where it cannot run.</summary>
+    private static TransportKind ParseTransport(string value)
+    {
+        var kind = value.ToLowerInvariant() switch
+        {
+            "sockets" => TransportKind.Sockets,
+            "linux" => TransportKind.Linux,
+            _ => throw new CommandLineException($"--transport: '{value}' is not sockets or linux"),
+        };
+        if (kind == TransportKind.Linux && !OperatingSystem.IsLinux())
+            throw new CommandLineException($"--transport: linux needs Linux (epoll); this is {System.Runtime.InteropServices.RuntimeInformation.OSDescription}; use sockets");
+        return kind;
+    }
 
     /// <summary>"10.0.0.1,10.1.0.0/16,::1": single addresses become /32 or /128 networks.</summary>
     private static IReadOnlyList<IPNetwork> ParseTrustedProxies(string value)

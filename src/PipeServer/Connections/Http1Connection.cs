@@ -5,10 +5,12 @@ using Microsoft.Extensions.Logging;
 using PipeServer.Http;
 using PipeServer.Server;
 
+using PipeServer.Transports;
+
 namespace PipeServer.Connections;
 
 // Where this sits: step 3 of a request's journey, and the loop around all the others. HttpServer accepts a
-// socket, wraps it in a SocketConnection (transport), and runs one Http1Connection over its IDuplexPipe:
+// socket, has its transport (Transports/) wrap it, and runs one Http1Connection over its IDuplexPipe:
 //
 //   ReadRequestHeadAsync  parse line + headers (HttpParser -> RequestHead), bounded by the header timeout
 //   ProcessRequestAsync   set up the body reader, run the handler, end the response, drain an unread body

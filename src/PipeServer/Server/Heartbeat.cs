@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 namespace PipeServer.Server;
 
 // Where this sits: the server's one clock. HttpServer starts one at StartAsync; every beat sweeps all
-// connections' deadlines (Http1Connection.OnHeartbeat, SocketConnection.IsSendStalled) and reports refused
+// connections' deadlines (Http1Connection.OnHeartbeat, TransportConnection.IsSendStalled) and reports refused
 // connections (ConnectionRefusals). Modelled on Kestrel's Heartbeat:
 //   - its own thread, so deadlines still fire when the thread pool is starved;
 //   - a beat never overlaps the previous one (a slow beat makes the next one skip, it does not pile up);

@@ -9,13 +9,15 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using PipeServer.Connections;
 using PipeServer.Http;
+using PipeServer.Transports;
 
 namespace PipeServer.Server;
 
-// Where this sits: the top of a request's journey. StartAsync binds a TcpListener; the accept loop hands
-// each socket to a SocketConnection (transport) + Http1Connection (protocol) pair, registered in
+// Where this sits: the top of a request's journey. StartAsync binds a TcpListener and creates the transport
+// (Transports/: sockets, or Linux event loops); the accept loop hands each socket to the transport, and runs
+// the TransportConnection it makes with an Http1Connection (protocol) over it, the pair registered in
 // _connections *before* it starts and removed in a finally *after* its socket is closed, so the registry
-// is always a superset of what is running. ShutdownAsync is the graceful stop, as a sequence of named
+// is always a superset of what is running. The transport is disposed last, once the connections are gone. ShutdownAsync is the graceful stop, as a sequence of named
 // phases that each report what they did:
 //
 //   MarkNotReady -> DrainDelay -> StopAccepting -> RequestCloseAll -> WaitForDrain -> AbortRemaining
@@ -51,6 +53,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private Socket? _inheritedSocket;  // the listening socket systemd passed us, used instead of binding
     private Task _acceptLoop = Task.CompletedTask;
     private Heartbeat? _heartbeat;
+    private ConnectionTransport? _transport; // from StartAsync to the end of ShutdownAsync/DisposeAsync
     private readonly ConnectionRefusals _refusals;
     // Accept loop only. One descriptor held back (on /dev/null) so that out of descriptors (EMFILE) the loop
     // can still take a pending connection off the backlog and answer it, instead of leaving it to hang.
@@ -88,9 +91,19 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Completes when the accept loop ends; faults if the listener died (the service manager's fault channel watches it).</summary>
     public Task AcceptLoop => _acceptLoop;
 
-    /// <summary>Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails.</summary>
+    /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
+    public ConnectionTransport? Transport => _transport;
+
+    /// <summary>
+    /// Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails,
+    /// PlatformNotSupportedException if the transport cannot run on this OS.
+    /// </summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
+        // Before binding: a transport that cannot run must not leave a bound port behind.
+        _transport = ConnectionTransport.Create(_options.Transport, _logger);
+        if (_transport.LoopCount > 0) LogTransportLoops(_logger, _transport.Name, _transport.LoopCount);
+        else LogTransportPool(_logger, _transport.Name);
         Socket listenSocket; // what the accept loop reads: the TcpListener's socket, or the inherited one
         if (_inheritedSocket is not null)
         {
@@ -101,7 +114,12 @@ public sealed partial class HttpServer : IAsyncDisposable
         {
             var listener = new TcpListener(_options.Address, _options.Port);
             // No SO_REUSEADDR override: a port held by another live process must fail the bind, loudly.
-            listener.Start(_options.ListenBacklog);
+            try { listener.Start(_options.ListenBacklog); }
+            catch
+            {
+                _transport.Dispose(); // no server will run: its loop threads go now, not at a DisposeAsync that may never come
+                throw;
+            }
             _listener = listener;
             listenSocket = listener.Server;
             EndPoint = (IPEndPoint)listener.LocalEndpoint;
@@ -229,8 +247,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         socket.NoDelay = true;
         long id = Interlocked.Increment(ref _nextConnectionId);
         var entry = new ConnectionEntry();
-        var transport = new SocketConnection(socket, _inputOptions, _outputOptions, entry.OnPeerFailure,
-            _options.MinResponseDataRate, _options.MinResponseDataRateGracePeriod);
+        var transport = _transport!.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
         entry.Transport = transport;
         entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
             Metrics, _accessLog);
@@ -329,7 +346,8 @@ public sealed partial class HttpServer : IAsyncDisposable
         foreach (var (_, entry) in _connections)
         {
             entry.Protocol.OnHeartbeat(now);
-            if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
+            if (entry.Transport.IsSendStalled(now, _options.MinResponseDataRate, _options.MinResponseDataRateGracePeriod))
+                entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
         }
         _refusals.ReportIfDue(now);
     }
@@ -351,6 +369,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         bool allDrained = await WaitForDrainAsync(_options.ShutdownTimeout - deadline.Elapsed).ConfigureAwait(false);
         int aborted = allDrained ? 0 : await AbortRemainingAsync().ConfigureAwait(false);
         _heartbeat?.Dispose();
+        _transport?.Dispose(); // after the connections: a Linux transport's loops reset any that did not unwind
 
         // The keep-alive race, counted rather than hidden: requests that reached us only after an idle
         // connection's FIN. Their clients saw EOF before any byte of a response, which they may retry.
@@ -475,6 +494,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             try { await Task.WhenAll(_connections.Values.Select(e => e.Task)).WaitAsync(AbortGrace).ConfigureAwait(false); } catch (TimeoutException) { }
         }
         _heartbeat?.Dispose();
+        _transport?.Dispose();
         _acceptCts.Dispose();
         _abortCts.Dispose();
         Lifetime.Dispose();
@@ -484,7 +504,7 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     private sealed class ConnectionEntry
     {
-        public SocketConnection Transport = null!;
+        public TransportConnection Transport = null!;
         public Http1Connection Protocol = null!;
         public Task Task = Task.CompletedTask;
         public void OnPeerFailure() => Protocol?.OnPeerFailure();
@@ -513,6 +533,12 @@ public sealed partial class HttpServer : IAsyncDisposable
 
     [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Connection {ConnectionId} from {Peer} closed before its first request: {Reason}")]
     private static partial void LogProxyHeaderRejected(ILogger logger, long connectionId, IPEndPoint? peer, string reason);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Transport {Transport}: {Loops} event loop(s), one thread each")]
+    private static partial void LogTransportLoops(ILogger logger, string transport, int loops);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Transport {Transport}: connections run on the thread pool")]
+    private static partial void LogTransportPool(ILogger logger, string transport);
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "Accept loop failed")]
     private static partial void LogAcceptLoopFault(ILogger logger, Exception exception);

@@ -1,4 +1,5 @@
 using System.Net;
+using PipeServer.Transports;
 
 namespace PipeServer.Server;
 
@@ -88,6 +89,13 @@ public sealed record HttpServerOptions
     /// </summary>
     public bool ProxyProtocol { get; init; }
 
+    /// <summary>
+    /// What moves the bytes between sockets and connections (Transports/). Default
+    /// <see cref="TransportKind.Sockets"/>, on every OS; <see cref="TransportKind.Linux"/> runs epoll event loops,
+    /// one per CPU the process may use, and there a handler that blocks its thread stalls its loop's other connections.
+    /// </summary>
+    public TransportKind Transport { get; init; } = TransportKind.Sockets;
+
     /// <summary>Throws ArgumentException naming the first invalid value.</summary>
     public void Validate()
     {
@@ -103,6 +111,7 @@ public sealed record HttpServerOptions
         if (MaxRequestHeaderCount < 1) throw new ArgumentException("max header count must be at least 1");
         if (MinRequestBodyDataRate < 0 || MinResponseDataRate < 0) throw new ArgumentException("minimum data rates must be 0 or more");
         if (ProxyProtocol && TrustedProxies.Count == 0) throw new ArgumentException("the PROXY protocol needs trusted proxies");
+        if (!Enum.IsDefined(Transport)) throw new ArgumentException($"unknown transport {Transport}");
         if (MaxInputBufferSize < MaxRequestHeadersTotalSize + MaxRequestLineSize)
             throw new ArgumentException("the input buffer must hold a whole request head");
     }

@@ -9,10 +9,10 @@ namespace PipeServer.Tests.Connections;
 // Timeouts, backpressure and clients that vanish: the server keeps its bounds and leaves nothing behind.
 public class HardeningTests
 {
-    [Fact]
-    public async Task A_body_slower_than_the_minimum_rate_gets_408()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_body_slower_than_the_minimum_rate_gets_408(string transport)
     {
-        await using var server = await TestServer.StartAsync(
+        await using var server = await TestServer.StartAsync(transport, 
             o => o with { MinRequestBodyDataRate = 1000, MinRequestBodyDataRateGracePeriod = TimeSpan.FromMilliseconds(300) },
             RejectionTests.MapSink);
         using var ends = server.WatchConnectionEnds();
@@ -25,10 +25,10 @@ public class HardeningTests
         await ends.AssertNextAsync(ConnectionEndReason.RequestBodyTimeout);
     }
 
-    [Fact]
-    public async Task A_body_at_a_healthy_rate_is_not_timed_out()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_body_at_a_healthy_rate_is_not_timed_out(string transport)
     {
-        await using var server = await TestServer.StartAsync(
+        await using var server = await TestServer.StartAsync(transport, 
             o => o with { MinRequestBodyDataRate = 100, MinRequestBodyDataRateGracePeriod = TimeSpan.FromMilliseconds(200) },
             RejectionTests.MapSink);
         await using var c = await server.ConnectAsync();
@@ -39,12 +39,12 @@ public class HardeningTests
         Assert.Equal("1000", r.BodyText);
     }
 
-    [Fact]
-    public async Task A_client_that_stops_reading_is_aborted_and_the_handler_is_held_back_meanwhile()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_client_that_stops_reading_is_aborted_and_the_handler_is_held_back_meanwhile(string transport)
     {
         long written = 0;
         var handlerDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var server = await TestServer.StartAsync(
+        await using var server = await TestServer.StartAsync(transport, 
             o => o with { MinResponseDataRate = 1000, MinResponseDataRateGracePeriod = TimeSpan.FromMilliseconds(500) },
             r => r.MapGet("/firehose", async (req, res) =>
             {
@@ -75,11 +75,11 @@ public class HardeningTests
         Assert.Equal(CloseKind.Reset, await c.DiscardUntilCloseAsync());
     }
 
-    [Fact]
-    public async Task Input_backpressure_stops_reading_from_a_client_the_handler_ignores()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Input_backpressure_stops_reading_from_a_client_the_handler_ignores(string transport)
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var server = await TestServer.StartAsync(o => o with { MinRequestBodyDataRate = 0 },
+        await using var server = await TestServer.StartAsync(transport, o => o with { MinRequestBodyDataRate = 0 },
             r => r.MapPost("/ignore", async (_, res) => { await release.Task.WaitAsync(TimeSpan.FromSeconds(30)); await res.WriteTextAsync("done"); }));
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 29000000\r\n\r\n");
@@ -100,18 +100,23 @@ public class HardeningTests
         release.SetResult();
     }
 
+    public static TheoryData<string> PartialRequests => new()
+    {
+        "GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Partial: ",                                  // mid-head
+        "POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly-some",             // mid-body
+        "POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc",
+    };
+
     [Theory]
-    [InlineData("GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Partial: ")]                      // mid-head
-    [InlineData("POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nonly-some")] // mid-body
-    [InlineData("POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc")]
-    public async Task A_client_that_disconnects_mid_request_leaves_nothing_behind(string partial)
+    [MemberData(nameof(TransportData.Cross), typeof(HardeningTests), nameof(PartialRequests), MemberType = typeof(TransportData))]
+    public async Task A_client_that_disconnects_mid_request_leaves_nothing_behind(string partial, string transport)
     {
         var unobserved = 0;
         void OnUnobserved(object? s, UnobservedTaskExceptionEventArgs e) => Interlocked.Increment(ref unobserved);
         TaskScheduler.UnobservedTaskException += OnUnobserved;
         try
         {
-            await using var server = await TestServer.StartAsync(routes: RejectionTests.MapSink);
+            await using var server = await TestServer.StartAsync(transport, routes: RejectionTests.MapSink);
             for (int i = 0; i < 20; i++)
             {
                 var c = await server.ConnectAsync();
@@ -127,11 +132,11 @@ public class HardeningTests
         finally { TaskScheduler.UnobservedTaskException -= OnUnobserved; }
     }
 
-    [Fact]
-    public async Task A_client_that_disconnects_mid_response_fires_the_abort_token_and_leaves_nothing_behind()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_client_that_disconnects_mid_response_fires_the_abort_token_and_leaves_nothing_behind(string transport)
     {
         var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/long", async (req, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/long", async (req, res) =>
         {
             req.Aborted.Register(() => aborted.TrySetResult());
             for (int i = 0; i < 1000 && !req.Aborted.IsCancellationRequested; i++)

@@ -8,10 +8,10 @@ namespace PipeServer.Tests.Connections;
 // A real-world client against the server: .NET's HttpClient (its own parser, pooling and framing).
 public class HttpClientTests
 {
-    [Fact]
-    public async Task HttpClient_gets_json_and_plaintext_over_a_pooled_connection()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task HttpClient_gets_json_and_plaintext_over_a_pooled_connection(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}"), Timeout = TimeSpan.FromSeconds(10) };
         for (int i = 0; i < 20; i++)
         {
@@ -23,14 +23,13 @@ public class HttpClientTests
         Assert.Equal(1, server.Server.TotalConnections);
     }
 
+    public static TheoryData<int, bool> Bodies => new() { { 0, false }, { 1, false }, { 1_000_000, false }, { 1_000_000, true } };
+
     [Theory]
-    [InlineData(0, false)]
-    [InlineData(1, false)]
-    [InlineData(1_000_000, false)]
-    [InlineData(1_000_000, true)]
-    public async Task HttpClient_round_trips_a_body_through_echo(int size, bool chunked)
+    [MemberData(nameof(TransportData.Cross), typeof(HttpClientTests), nameof(Bodies), MemberType = typeof(TransportData))]
+    public async Task HttpClient_round_trips_a_body_through_echo(int size, bool chunked, string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}"), Timeout = TimeSpan.FromSeconds(20) };
         var payload = RandomNumberGenerator.GetBytes(size);
         HttpContent content = chunked ? new StreamContent(new NonSeekableStream(payload)) : new ByteArrayContent(payload);
@@ -42,19 +41,19 @@ public class HttpClientTests
         Assert.Equal(payload, await response.Content.ReadAsByteArrayAsync());
     }
 
-    [Fact]
-    public async Task HttpClient_reads_a_chunked_stream()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task HttpClient_reads_a_chunked_stream(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
         var text = await http.GetStringAsync($"http://127.0.0.1:{server.Port}/stream?count=5&interval=5");
         Assert.Equal(string.Concat(Enumerable.Range(0, 5).Select(i => $"chunk {i}\n")), text);
     }
 
-    [Fact]
-    public async Task Two_hundred_concurrent_clients_leave_an_empty_registry()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Two_hundred_concurrent_clients_leave_an_empty_registry(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         async Task ClientAsync()
         {
             await using var c = await server.ConnectAsync();

@@ -1,29 +1,37 @@
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
-using PipeServer.Connections;
+using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Transports;
+using PipeServer.Tests.Infrastructure;
 using Xunit;
 
 namespace PipeServer.Tests.Connections;
 
-// The transport's half of closing an idle connection on a drain (SocketConnection.TryCloseIdleAsync): the
-// FIN goes out only if nothing has arrived from the peer since the protocol's mark, checked on the send
-// loop in one step with the shutdown. Over a real loopback socket, since the kernel's queue is the point.
-public class IdleCloseTransportTests
+// The transport's half of closing an idle connection on a drain (ITransportControl.TryCloseIdleAsync), on
+// every transport through the seam: the FIN goes out only if nothing has arrived from the peer since the
+// protocol's mark, checked on the sending side in one step with the shutdown. Over a real loopback socket,
+// since the kernel's queue is the point.
+public sealed class IdleCloseTransportTests : IDisposable
 {
-    private static async Task<(Socket client, SocketConnection transport, Task running)> ConnectAsync()
+    private ConnectionTransport? _transports;
+
+    public void Dispose() => _transports?.Dispose();
+
+    private async Task<(Socket client, TransportConnection transport, Task running)> ConnectAsync(string kind)
     {
+        _transports = ConnectionTransport.Create(TransportData.Kind(kind), NullLogger.Instance);
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         listener.Listen(1);
         var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await client.ConnectAsync(listener.LocalEndPoint!).WaitAsync(TimeSpan.FromSeconds(5));
         var server = await listener.AcceptAsync().WaitAsync(TimeSpan.FromSeconds(5));
-        var transport = new SocketConnection(server, new PipeOptions(useSynchronizationContext: false), new PipeOptions(useSynchronizationContext: false), () => { });
+        var transport = _transports.Create(server, new PipeOptions(useSynchronizationContext: false), new PipeOptions(useSynchronizationContext: false), () => { });
         return (client, transport, transport.RunAsync());
     }
 
-    private static async Task EndAsync(SocketConnection transport, Task running, Socket client)
+    private static async Task EndAsync(TransportConnection transport, Task running, Socket client)
     {
         await transport.Output.CompleteAsync();
         await transport.Input.CompleteAsync();
@@ -31,10 +39,10 @@ public class IdleCloseTransportTests
         await running.WaitAsync(TimeSpan.FromSeconds(5));
     }
 
-    [Fact]
-    public async Task Sends_a_fin_when_nothing_arrived_since_the_mark()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Sends_a_fin_when_nothing_arrived_since_the_mark(string kind)
     {
-        var (client, transport, running) = await ConnectAsync();
+        var (client, transport, running) = await ConnectAsync(kind);
         long mark = ((ITransportControl)transport).ReceivedBytes;
         Assert.True(await ((ITransportControl)transport).TryCloseIdleAsync(mark).AsTask().WaitAsync(TimeSpan.FromSeconds(5)));
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
@@ -43,10 +51,10 @@ public class IdleCloseTransportTests
         Assert.False(transport.ReceivedAfterIdleClose);
     }
 
-    [Fact]
-    public async Task Sends_nothing_when_a_request_arrived_after_the_mark_and_delivers_it()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Sends_nothing_when_a_request_arrived_after_the_mark_and_delivers_it(string kind)
     {
-        var (client, transport, running) = await ConnectAsync();
+        var (client, transport, running) = await ConnectAsync(kind);
         var control = (ITransportControl)transport;
         long mark = control.ReceivedBytes;
         await client.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\n"u8.ToArray(), SocketFlags.None);
@@ -59,10 +67,10 @@ public class IdleCloseTransportTests
         await EndAsync(transport, running, client);
     }
 
-    [Fact]
-    public async Task Counts_a_request_that_arrives_after_the_idle_fin()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Counts_a_request_that_arrives_after_the_idle_fin(string kind)
     {
-        var (client, transport, running) = await ConnectAsync();
+        var (client, transport, running) = await ConnectAsync(kind);
         var control = (ITransportControl)transport;
         Assert.True(await control.TryCloseIdleAsync(control.ReceivedBytes).AsTask().WaitAsync(TimeSpan.FromSeconds(5)));
         await transport.Output.CompleteAsync();

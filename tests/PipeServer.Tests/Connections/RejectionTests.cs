@@ -62,10 +62,10 @@ public class RejectionTests
     });
 
     [Theory]
-    [MemberData(nameof(Cases))]
-    public async Task Rejects_with_status_and_close(string request, int status)
+    [MemberData(nameof(TransportData.Cross), typeof(RejectionTests), nameof(Cases), MemberType = typeof(TransportData))]
+    public async Task Rejects_with_status_and_close(string request, int status, string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: MapSink);
+        await using var server = await TestServer.StartAsync(transport, routes: MapSink);
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync(request);
@@ -79,10 +79,10 @@ public class RejectionTests
         await ends.AssertNextAsync(ConnectionEndReason.BadRequest);
     }
 
-    [Fact]
-    public async Task A_chunked_body_over_the_limit_is_413()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_chunked_body_over_the_limit_is_413(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 100 }, MapSink);
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxRequestBodySize = 100 }, MapSink);
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /sink HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + new string('a', 64) + "\r\n40\r\n" + new string('b', 64) + "\r\n0\r\n\r\n");
@@ -93,10 +93,10 @@ public class RejectionTests
         await ends.AssertNextAsync(ConnectionEndReason.BadRequest);
     }
 
-    [Fact]
-    public async Task A_content_length_over_the_limit_is_refused_before_the_body_is_sent()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_content_length_over_the_limit_is_refused_before_the_body_is_sent(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 100 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxRequestBodySize = 100 });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\nExpect: 100-continue\r\n\r\n");
@@ -106,12 +106,12 @@ public class RejectionTests
         await ends.AssertNextAsync(ConnectionEndReason.BadRequest);
     }
 
-    [Fact]
-    public async Task The_rejection_is_readable_even_when_the_client_keeps_sending()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_rejection_is_readable_even_when_the_client_keeps_sending(string transport)
     {
         // A client that sends a refused body anyway: the lingering close reads it away so our 413 is not
         // destroyed by an RST from the kernel.
-        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 10 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxRequestBodySize = 10 });
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n" + new string('z', 20000));
         var r = await c.ReadResponseAsync();
@@ -119,10 +119,10 @@ public class RejectionTests
         Assert.True(await c.ClosedWithFinAsync());
     }
 
-    [Fact]
-    public async Task A_slow_request_head_gets_408()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_slow_request_head_gets_408(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var server = await TestServer.StartAsync(transport, o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n");
@@ -133,20 +133,20 @@ public class RejectionTests
         await ends.AssertNextAsync(ConnectionEndReason.RequestHeadersTimeout);
     }
 
-    [Fact]
-    public async Task A_silent_connection_is_closed_at_the_header_timeout_without_a_response()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_silent_connection_is_closed_at_the_header_timeout_without_a_response(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var server = await TestServer.StartAsync(transport, o => o with { RequestHeaderTimeout = TimeSpan.FromMilliseconds(300) });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync(TimeSpan.FromSeconds(5))); // no byte of a response, then FIN
         await ends.AssertNextAsync(ConnectionEndReason.RequestHeadersTimeout);
     }
 
-    [Fact]
-    public async Task An_idle_keep_alive_connection_is_closed_at_the_keep_alive_timeout()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task An_idle_keep_alive_connection_is_closed_at_the_keep_alive_timeout(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { KeepAliveTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var server = await TestServer.StartAsync(transport, o => o with { KeepAliveTimeout = TimeSpan.FromMilliseconds(300) });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -157,10 +157,10 @@ public class RejectionTests
         await ends.AssertNextAsync(ConnectionEndReason.KeepAliveTimeout);
     }
 
-    [Fact]
-    public async Task Connections_over_the_limit_get_503()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Connections_over_the_limit_get_503(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 2 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxConnections = 2 });
         await using var a = await server.ConnectAsync();
         await using var b = await server.ConnectAsync();
         await server.WaitForConnectionCountAsync(2);
@@ -196,12 +196,12 @@ public class RejectionTests
         catch (OperationCanceledException) { return (sent, clock.Elapsed, SocketError.TimedOut); }
     }
 
-    [Fact]
-    public async Task A_lingering_close_reads_a_slow_sender_for_at_most_500_ms()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_lingering_close_reads_a_slow_sender_for_at_most_500_ms(string transport)
     {
         // A refused upload the client keeps sending, slowly (well under 64 KiB in 500 ms): the server answers,
         // sends its FIN at once, reads and discards for 500 ms, then closes; the client's next bytes are reset.
-        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 10 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxRequestBodySize = 10 });
         await using var c = await server.ConnectAsync();
         var clock = Stopwatch.StartNew(); // the server's linger timer starts after this: it needs our request first
         await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n");
@@ -217,14 +217,14 @@ public class RejectionTests
         Assert.True(refusedAt < TimeSpan.FromSeconds(3), $"the server was still reading {refusedAt.TotalMilliseconds} ms after the request: the linger is not bounded in time");
     }
 
-    [Fact]
-    public async Task A_lingering_close_reads_a_fast_sender_for_at_most_64_KiB()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_lingering_close_reads_a_fast_sender_for_at_most_64_KiB(string transport)
     {
         // A refused upload sent as fast as the network takes it: the server discards 64 KiB, then closes at once
         // (not at the 500 ms timer); the rest of the upload is reset. What the client's kernel accepted before
         // the reset is what the input pipe took before the rejection, 64 KiB, and the two sockets' buffers:
         // far below what loopback carries in 500 ms (tens of MiB at least) if the discard were unbounded.
-        await using var server = await TestServer.StartAsync(o => o with { MaxRequestBodySize = 10 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxRequestBodySize = 10 });
         await using var c = await server.ConnectAsync();
         c.Socket.SendBufferSize = 64 * 1024;
         var clock = Stopwatch.StartNew();

@@ -24,18 +24,18 @@ public partial class SocketProtocolTests
         return Mask(await c.ReadToEndAsync());
     }
 
-    [Fact]
-    public async Task Answers_a_get_with_exact_bytes()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Answers_a_get_with_exact_bytes(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         var text = await ExchangeAsync(server, "GET /plaintext HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         Assert.Equal("HTTP/1.1 200 OK\r\nDate: *\r\nServer: PipeServer\r\nContent-Length: 13\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nHello, World!", text);
     }
 
-    [Fact]
-    public async Task Date_header_is_rfc1123()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Date_header_is_rfc1123(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         var r = await c.ReadResponseAsync();
@@ -43,10 +43,10 @@ public partial class SocketProtocolTests
         Assert.True(Math.Abs((DateTimeOffset.UtcNow - date).TotalSeconds) < 5);
     }
 
-    [Fact]
-    public async Task Keeps_the_connection_alive_across_requests()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Keeps_the_connection_alive_across_requests(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         for (int i = 0; i < 3; i++)
         {
@@ -60,10 +60,10 @@ public partial class SocketProtocolTests
         Assert.Single(server.Server.Connections);
     }
 
-    [Fact]
-    public async Task Answers_ten_pipelined_requests_in_order()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Answers_ten_pipelined_requests_in_order(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         // Later requests finish faster if anything ran them out of order.
         var batch = string.Concat(Enumerable.Range(0, 10).Select(i => $"GET /slow?ms={(10 - i) * 3} HTTP/1.1\r\nHost: a\r\n\r\n"));
@@ -76,18 +76,18 @@ public partial class SocketProtocolTests
         }
     }
 
-    [Fact]
-    public async Task Echoes_a_content_length_body()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Echoes_a_content_length_body(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         var text = await ExchangeAsync(server, "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world");
         Assert.Equal("HTTP/1.1 200 OK\r\nDate: *\r\nServer: PipeServer\r\nContent-Length: 11\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nhello world", text);
     }
 
-    [Fact]
-    public async Task Decodes_a_chunked_request_and_streams_a_chunked_response()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Decodes_a_chunked_request_and_streams_a_chunked_response(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nTrailer-A: 1\r\n\r\n");
         var r = await c.ReadResponseAsync();
@@ -100,14 +100,14 @@ public partial class SocketProtocolTests
         Assert.Equal("Hello, World!", (await c.ReadResponseAsync()).BodyText);
     }
 
-    [Fact]
-    public async Task Streams_chunks_as_they_are_produced()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Streams_chunks_as_they_are_produced(string transport)
     {
         // The handler writes chunk i, flushes, and produces chunk i+1 only once the client has received
         // chunk i. A server that buffered the response until the handler returned would deadlock here, and
         // the bounded reads fail the test instead.
         var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/gated", async (req, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/gated", async (req, res) =>
         {
             for (int i = 0; i < gates.Length; i++)
             {
@@ -129,10 +129,10 @@ public partial class SocketProtocolTests
         Assert.Null(await c.ReadChunkAsync()); // the terminal chunk
     }
 
-    [Fact]
-    public async Task The_stream_endpoint_sends_each_chunk_at_its_interval()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_stream_endpoint_sends_each_chunk_at_its_interval(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /stream?count=3&interval=250 HTTP/1.1\r\nHost: a\r\n\r\n");
         var head = await c.ReadHeadAsync();
@@ -146,10 +146,10 @@ public partial class SocketProtocolTests
         Assert.True(sinceFirst.Elapsed >= TimeSpan.FromMilliseconds(400), $"chunks 1 and 2 came {sinceFirst.Elapsed.TotalMilliseconds} ms after chunk 0, not two 250 ms intervals later");
     }
 
-    [Fact]
-    public async Task Sends_100_continue_only_when_the_handler_reads_the_body()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Sends_100_continue_only_when_the_handler_reads_the_body(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
         var interim = await c.ReadResponseAsync();
@@ -161,10 +161,10 @@ public partial class SocketProtocolTests
         Assert.Equal("hello", r.BodyText);
     }
 
-    [Fact]
-    public async Task No_100_continue_when_the_handler_ignores_the_body()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task No_100_continue_when_the_handler_ignores_the_body(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /plaintext HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
         var r = await c.ReadResponseAsync();
@@ -173,10 +173,10 @@ public partial class SocketProtocolTests
         Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
-    [Fact]
-    public async Task Head_sends_the_get_headers_and_no_body()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Head_sends_the_get_headers_and_no_body(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /json HTTP/1.1\r\nHost: a\r\n\r\nHEAD /json HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
         var get = await c.ReadResponseAsync();
@@ -187,18 +187,18 @@ public partial class SocketProtocolTests
         Assert.Equal("Hello, World!", next.BodyText); // no stray body bytes between HEAD and the next response
     }
 
-    [Fact]
-    public async Task Http10_closes_by_default()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Http10_closes_by_default(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         var text = await ExchangeAsync(server, "GET /plaintext HTTP/1.0\r\n\r\n");
         Assert.Equal("HTTP/1.1 200 OK\r\nDate: *\r\nServer: PipeServer\r\nContent-Length: 13\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nHello, World!", text);
     }
 
-    [Fact]
-    public async Task Http10_keep_alive_is_honoured()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Http10_keep_alive_is_honoured(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         var r = await c.ReadResponseAsync();
@@ -209,20 +209,20 @@ public partial class SocketProtocolTests
         Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
-    [Fact]
-    public async Task Http10_streaming_response_is_close_delimited()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Http10_streaming_response_is_close_delimited(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         var text = await ExchangeAsync(server, "GET /stream?count=2&interval=0 HTTP/1.0\r\n\r\n");
         Assert.DoesNotContain("Transfer-Encoding", text);
         Assert.Contains("Connection: close\r\n", text);
         Assert.EndsWith("\r\n\r\nchunk 0\nchunk 1\n", text);
     }
 
-    [Fact]
-    public async Task Connection_close_from_the_client_is_honoured()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Connection_close_from_the_client_is_honoured(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
         var r = await c.ReadResponseAsync();
@@ -230,10 +230,10 @@ public partial class SocketProtocolTests
         Assert.True(await c.ClosedWithFinAsync());
     }
 
-    [Fact]
-    public async Task Connection_close_from_the_handler_is_honoured()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Connection_close_from_the_handler_is_honoured(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/bye", (_, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/bye", (_, res) =>
         {
             res.Headers.Set("Connection", "close");
             return res.WriteTextAsync("bye");
@@ -244,10 +244,10 @@ public partial class SocketProtocolTests
         Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
-    [Fact]
-    public async Task Unknown_path_is_404_and_wrong_method_is_405_with_allow()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Unknown_path_is_404_and_wrong_method_is_405_with_allow(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("GET /nope HTTP/1.1\r\nHost: a\r\n\r\nDELETE /echo HTTP/1.1\r\nHost: a\r\n\r\nOPTIONS /json HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.Equal(404, (await c.ReadResponseAsync()).Status);
@@ -259,10 +259,10 @@ public partial class SocketProtocolTests
         Assert.Equal("GET, HEAD, OPTIONS", o.Header("Allow"));
     }
 
-    [Fact]
-    public async Task An_unread_body_is_drained_before_the_next_request()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task An_unread_body_is_drained_before_the_next_request(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         var body = new string('x', 10_000);
         await c.SendAsync($"POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: {body.Length}\r\n\r\n{body}GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -270,12 +270,13 @@ public partial class SocketProtocolTests
         Assert.Equal("Hello, World!", (await c.ReadResponseAsync()).BodyText);
     }
 
+    public static TheoryData<bool> BodySent => new() { false, true };
+
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task A_large_unread_body_closes_the_connection_instead(bool bodySent)
+    [MemberData(nameof(TransportData.Cross), typeof(SocketProtocolTests), nameof(BodySent), MemberType = typeof(TransportData))]
+    public async Task A_large_unread_body_closes_the_connection_instead(bool bodySent, string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxUnreadBodyDrain = 1024 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxUnreadBodyDrain = 1024 });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + (bodySent ? new string('x', 20_000) : ""));
@@ -286,12 +287,12 @@ public partial class SocketProtocolTests
         await ends.AssertNextAsync(ConnectionEndReason.UnreadBodyTooLarge);
     }
 
-    [Fact]
-    public async Task A_large_unread_chunked_body_is_drained_up_to_the_bound_then_closes()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_large_unread_chunked_body_is_drained_up_to_the_bound_then_closes(string transport)
     {
         // Chunked: the size is unknown at the response start, so the server answers keep-alive, drains up to
         // MaxUnreadBodyDrain, finds more, and closes with a FIN behind the complete response.
-        await using var server = await TestServer.StartAsync(o => o with { MaxUnreadBodyDrain = 1024 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxUnreadBodyDrain = 1024 });
         using var ends = server.WatchConnectionEnds();
         await using var c = await server.ConnectAsync();
         await c.SendAsync("POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + new string('x', 2048) + "\r\n");
@@ -300,19 +301,19 @@ public partial class SocketProtocolTests
         await ends.AssertNextAsync(ConnectionEndReason.UnreadBodyTooLarge);
     }
 
-    [Fact]
-    public async Task A_request_sent_one_byte_at_a_time_is_served()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_request_sent_one_byte_at_a_time_is_served(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendByteByByteAsync("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
         Assert.Equal("abc", (await c.ReadResponseAsync()).BodyText);
     }
 
-    [Fact]
-    public async Task Handler_exception_before_the_response_is_a_500_and_the_server_lives_on()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Handler_exception_before_the_response_is_a_500_and_the_server_lives_on(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/boom", (_, _) => throw new InvalidOperationException("secret detail")));
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/boom", (_, _) => throw new InvalidOperationException("secret detail")));
         using var ends = server.WatchConnectionEnds();
         await using (var c = await server.ConnectAsync())
         {
@@ -329,10 +330,10 @@ public partial class SocketProtocolTests
         Assert.Equal(200, (await c2.ReadResponseAsync()).Status);
     }
 
-    [Fact]
-    public async Task Handler_exception_after_the_response_started_aborts_the_connection()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Handler_exception_after_the_response_started_aborts_the_connection(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/half", async (_, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/half", async (_, res) =>
         {
             res.Body.Write("partial"u8);
             await res.Body.FlushAsync();
@@ -347,10 +348,10 @@ public partial class SocketProtocolTests
         await ends.AssertNextAsync(ConnectionEndReason.ApplicationError);
     }
 
-    [Fact]
-    public async Task Declared_content_length_not_met_aborts()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Declared_content_length_not_met_aborts(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/short", (_, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/short", (_, res) =>
         {
             res.ContentLength = 10;
             res.Body.Write("abc"u8);
@@ -364,10 +365,10 @@ public partial class SocketProtocolTests
         await ends.AssertNextAsync(ConnectionEndReason.ApplicationError);
     }
 
-    [Fact]
-    public async Task Response_header_injection_is_refused()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Response_header_injection_is_refused(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r.MapGet("/inject", (_, res) =>
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/inject", (_, res) =>
         {
             res.Headers.Add("X-Evil", "a\r\nSet-Cookie: x=1");
             return res.WriteTextAsync("x");
@@ -380,10 +381,10 @@ public partial class SocketProtocolTests
         Assert.Equal(CloseKind.Fin, await c.WaitForCloseAsync());
     }
 
-    [Fact]
-    public async Task Status_204_and_304_carry_no_body()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Status_204_and_304_carry_no_body(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r =>
+        await using var server = await TestServer.StartAsync(transport, routes: r =>
         {
             r.MapGet("/204", (_, res) => { res.StatusCode = 204; return ValueTask.CompletedTask; });
             r.MapGet("/304", (_, res) => { res.StatusCode = 304; return ValueTask.CompletedTask; });
@@ -394,10 +395,10 @@ public partial class SocketProtocolTests
         Assert.StartsWith("HTTP/1.1 204 No Content\r\nDate: *\r\nServer: PipeServer\r\n\r\nHTTP/1.1 304 Not Modified\r\nDate: *\r\nServer: PipeServer\r\n\r\nHTTP/1.1 200 OK", all);
     }
 
-    [Fact]
-    public async Task Tolerates_an_empty_line_before_the_request()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Tolerates_an_empty_line_before_the_request(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         await using var c = await server.ConnectAsync();
         await c.SendAsync("\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.Equal(200, (await c.ReadResponseAsync()).Status);

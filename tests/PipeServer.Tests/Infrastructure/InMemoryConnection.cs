@@ -1,6 +1,7 @@
 using System.IO.Pipelines;
 using System.Text;
 using Microsoft.Extensions.Logging.Abstractions;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Http;
 using PipeServer.Server;

@@ -56,6 +56,9 @@ public sealed partial class ServerProcess : IDisposable
         return p;
     }
 
+    /// <summary>Starts the server on the named transport (<see cref="TransportData.All"/>), as <see cref="StartAsync(string[])"/>.</summary>
+    public static Task<ServerProcess> StartOnAsync(string transport, params string[] args) => StartAsync(["--transport", transport, .. args]);
+
     /// <summary>
     /// Like <see cref="StartAsync"/>, but the server runs with RLIMIT_NOFILE soft and hard both set to
     /// <paramref name="fileLimit"/> (bash's ulimit, then exec: same PID), so raising soft to hard cannot escape it.

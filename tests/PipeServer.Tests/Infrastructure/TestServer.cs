@@ -15,15 +15,21 @@ public sealed class TestServer : IAsyncDisposable
     public Router Router { get; }
     public int Port => Server.EndPoint!.Port;
 
-    public static async Task<TestServer> StartAsync(Func<HttpServerOptions, HttpServerOptions>? configure = null, Action<Router>? routes = null)
+    public static Task<TestServer> StartAsync(Func<HttpServerOptions, HttpServerOptions>? configure = null, Action<Router>? routes = null) =>
+        StartAsync("sockets", configure, routes);
+
+    /// <summary>As above, on the named transport (<see cref="TransportData.All"/>); <paramref name="configure"/> may not change it.</summary>
+    public static async Task<TestServer> StartAsync(string transport, Func<HttpServerOptions, HttpServerOptions>? configure = null, Action<Router>? routes = null)
     {
-        var options = new HttpServerOptions { Address = IPAddress.Loopback, Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(5) };
+        var options = new HttpServerOptions { Address = IPAddress.Loopback, Port = 0, ShutdownTimeout = TimeSpan.FromSeconds(5), Transport = TransportData.Kind(transport) };
         if (configure is not null) options = configure(options);
         var router = new Router();
         var server = new HttpServer(options, router.HandleAsync);
         DemoEndpoints.Map(router, server.Lifetime);
         routes?.Invoke(router);
         await server.StartAsync();
+        // The fixture's promise: a test named for a transport ran on it.
+        if (server.Transport?.Name != transport) throw new InvalidOperationException($"asked for transport {transport}, the server runs {server.Transport?.Name}");
         return new TestServer(server, router);
     }
 

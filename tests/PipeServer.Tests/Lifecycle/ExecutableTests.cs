@@ -8,10 +8,10 @@ namespace PipeServer.Tests.Lifecycle;
 // The real executable, as an operator runs it: options, the "Listening on" line, exit codes.
 public class ExecutableTests
 {
-    [Fact]
-    public async Task Serves_requests_and_exits_0_on_sigterm()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Serves_requests_and_exits_0_on_sigterm(string transport)
     {
-        using var server = await ServerProcess.StartAsync();
+        using var server = await ServerProcess.StartOnAsync(transport);
         await using (var c = await RawConnection.ConnectAsync(server.Port))
         {
             await c.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /readyz HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -31,13 +31,14 @@ public class ExecutableTests
         Assert.Contains("Shutdown complete", server.Output);
     }
 
-    [Fact]
-    public async Task A_taken_port_exits_1_with_a_clear_message()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_taken_port_exits_1_with_a_clear_message(string transport)
     {
         using var blocker = new TcpListener(IPAddress.Loopback, 0);
         blocker.Start();
         int port = ((IPEndPoint)blocker.LocalEndpoint).Port;
-        using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--heartbeat-interval", "0"]);
+        using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--heartbeat-interval", "0",
+            "--transport", transport]);
         Assert.Equal(1, await server.WaitForExitAsync());
         Assert.Contains("already in use", server.Output);
         Assert.DoesNotContain("   at ", server.Output); // no stack trace
@@ -83,5 +84,32 @@ public class ExecutableTests
         Assert.Equal(0, await server.WaitForExitAsync());
         Assert.Contains("--shutdown-timeout", server.Output);
         Assert.Contains("PIPESERVER_", server.Output);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Startup_logs_which_transport_runs_and_with_how_many_loops(string transport)
+    {
+        using var server = await ServerProcess.StartOnAsync(transport);
+        string expected = transport == "linux"
+            ? $"Transport linux: {PipeServer.Transports.Linux.LinuxTransport.UsableCpuCount()} event loop(s), one thread each"
+            : "Transport sockets: connections run on the thread pool";
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!server.Output.Contains(expected, StringComparison.Ordinal) && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.Contains(expected, server.Output);
+        await using (var c = await RawConnection.ConnectAsync(server.Port))
+        {
+            await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(200, (await c.ReadResponseAsync()).Status);
+        }
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
+    }
+
+    [Fact]
+    public async Task An_unknown_transport_exits_1_with_a_clear_message()
+    {
+        using var server = ServerProcess.Run(["--transport", "iouring"]);
+        Assert.Equal(1, await server.WaitForExitAsync());
+        Assert.Contains("--transport: 'iouring' is not sockets or linux", server.Output);
     }
 }

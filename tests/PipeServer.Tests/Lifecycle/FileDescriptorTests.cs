@@ -14,10 +14,10 @@ public partial class FileDescriptorTests
 {
     private const int Limit = 256, Clients = 600;
 
-    [Fact]
-    public async Task Exhausting_connections_neither_kills_nor_hangs_the_server()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Exhausting_connections_neither_kills_nor_hangs_the_server(string transport)
     {
-        using var server = await ServerProcess.StartWithFileLimitAsync(Limit);
+        using var server = await ServerProcess.StartWithFileLimitAsync(Limit, "--transport", transport);
         var capLine = CapLine().Match(server.Output);
         Assert.True(capLine.Success, $"no connection-cap line at start-up; output:\n{server.Output}");
         Assert.Equal(Limit, int.Parse(capLine.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
@@ -97,14 +97,14 @@ public partial class FileDescriptorTests
         }
     }
 
-    [Fact]
-    public async Task An_explicit_cap_above_what_the_limit_allows_is_kept_and_warned_about()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task An_explicit_cap_above_what_the_limit_allows_is_kept_and_warned_about(string transport)
     {
         // Kept, as nginx and HAProxy keep it, because the operator may know better; warned about, because
         // with the JIT runtime reaching it is fatal: at 256 descriptors and --max-connections 1000, 300 idle
         // clients made the runtime abort with "Out of memory." within a second (a Native AOT build survives,
         // answering through the spare descriptor).
-        using var server = await ServerProcess.StartWithFileLimitAsync(Limit, "--max-connections", "1000");
+        using var server = await ServerProcess.StartWithFileLimitAsync(Limit, "--transport", transport, "--max-connections", "1000");
         Assert.Contains("connections capped at 1000 (--max-connections)", server.Output, StringComparison.Ordinal);
         Assert.Contains("--max-connections 1000 is more than the 64 connections the file descriptor limit of 256 leaves room for", server.Output, StringComparison.Ordinal);
         server.Signal(ServerProcess.SIGTERM);

@@ -71,10 +71,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public async Task In_flight_request_completes_with_connection_close_and_exit_0()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task In_flight_request_completes_with_connection_close_and_exit_0(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -91,10 +91,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Contains("1 connection(s) drained, 0 aborted", server.Output);
     }
 
-    [Fact]
-    public async Task Pipelined_requests_already_received_are_answered_during_the_drain()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Pipelined_requests_already_received_are_answered_during_the_drain(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /slow?ms=1000 HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /json HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -108,10 +108,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task Pipelined_requests_already_received_are_answered_during_the_drain_delay()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Pipelined_requests_already_received_are_answered_during_the_drain_delay(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--drain-delay", "1", "--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--drain-delay", "1", "--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync(string.Concat(Enumerable.Repeat("GET /slow?ms=300 HTTP/1.1\r\nHost: a\r\n\r\n", 3)));
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -124,10 +124,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task Requests_pipelined_behind_a_stream_already_started_are_answered_after_sigterm()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Requests_pipelined_behind_a_stream_already_started_are_answered_after_sigterm(string transport)
     {
-        using var server = await ServerProcess.StartAsync();
+        using var server = await ServerProcess.StartOnAsync(transport);
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /stream?count=3&interval=150 HTTP/1.1\r\nHost: a\r\n\r\n"
             + "GET /slow?ms=50 HTTP/1.1\r\nHost: a\r\n\r\nGET /slow?ms=50 HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -144,10 +144,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task New_connects_are_refused_once_accepting_stops()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task New_connects_are_refused_once_accepting_stops(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--metrics");
         await using var inFlight = await RawConnection.ConnectAsync(server.Port);
         await inFlight.SendAsync("GET /slow?ms=2000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -159,10 +159,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task Idle_keep_alive_connections_get_eof_promptly_and_silent_ones_do_not_delay_exit()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Idle_keep_alive_connections_get_eof_promptly_and_silent_ones_do_not_delay_exit(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--metrics");
         var idle = new List<RawConnection>();
         for (int i = 0; i < 5; i++) idle.Add(await IdleKeepAliveAsync(server.Port));
         var silent = new List<RawConnection>();
@@ -186,10 +186,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Contains("10 connection(s) drained, 0 aborted", server.Output);
     }
 
-    [Fact]
-    public async Task Drain_delay_serves_with_connection_close_while_readiness_fails()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Drain_delay_serves_with_connection_close_while_readiness_fails(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--drain-delay", "1.5");
+        using var server = await ServerProcess.StartOnAsync(transport, "--drain-delay", "1.5");
         await using var kept = await IdleKeepAliveAsync(server.Port);
         server.Signal(ServerProcess.SIGTERM);
         await WaitForOutputAsync(server, "Shutdown phase drain-delay");
@@ -219,10 +219,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task The_deadline_aborts_a_long_request_and_exits_2()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_deadline_aborts_a_long_request_and_exits_2(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--shutdown-timeout", "0.5", "--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--shutdown-timeout", "0.5", "--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /slow?ms=30000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -234,11 +234,11 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Contains("0 connection(s) drained, 1 aborted", server.Output);
     }
 
-    [Fact]
-    public async Task A_second_signal_resets_every_connection_and_exits_3_at_once()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_second_signal_resets_every_connection_and_exits_3_at_once(string transport)
     {
         // A drain delay keeps the stream going (Draining has not fired yet) when the second signal comes.
-        using var server = await ServerProcess.StartAsync("--drain-delay", "30", "--shutdown-timeout", "60", "--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--drain-delay", "30", "--shutdown-timeout", "60", "--metrics");
         // HTTP/1.0: a close-delimited stream, whose end a client can only learn from how the connection ends.
         await using var stream = await RawConnection.ConnectAsync(server.Port);
         await stream.SendAsync("GET /stream?count=100000&interval=20 HTTP/1.0\r\n\r\n");
@@ -265,14 +265,15 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.True(exitAfter < TimeSpan.FromMilliseconds(600), $"exit took {exitAfter.TotalMilliseconds} ms");
     }
 
+    public static TheoryData<int> SighupAndSigint => new() { ServerProcess.SIGHUP, ServerProcess.SIGINT };
+
     [Theory]
-    [InlineData(ServerProcess.SIGHUP)]
-    [InlineData(ServerProcess.SIGINT)]
-    public async Task Sighup_and_sigint_shut_down_like_sigterm(int signal)
+    [MemberData(nameof(TransportData.Cross), typeof(ShutdownProcessTests), nameof(SighupAndSigint), MemberType = typeof(TransportData))]
+    public async Task Sighup_and_sigint_shut_down_like_sigterm(int signal, string transport)
     {
         // 3 s in the handler: the signal must land while the request is in flight even on a loaded machine
         // (with 1.5 s, one loaded run answered before the drain began, so keep-alive was honestly still on).
-        using var server = await ServerProcess.StartAsync("--metrics");
+        using var server = await ServerProcess.StartOnAsync(transport, "--metrics");
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /slow?ms=3000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await WaitForRequestsInHandlersAsync(server, 1);
@@ -284,10 +285,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
-    [Fact]
-    public async Task A_stream_in_flight_ends_with_a_valid_terminal_chunk()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_stream_in_flight_ends_with_a_valid_terminal_chunk(string transport)
     {
-        using var server = await ServerProcess.StartAsync();
+        using var server = await ServerProcess.StartOnAsync(transport);
         await using var c = await RawConnection.ConnectAsync(server.Port);
         await c.SendAsync("GET /stream?count=1000&interval=50 HTTP/1.1\r\nHost: a\r\n\r\n");
         Assert.True(await c.WaitForReceivedAsync("chunk 1\n"), "the stream never got going");
@@ -367,10 +368,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         return tally;
     }
 
-    [Fact]
-    public async Task A_burst_of_keep_alive_clients_never_sees_a_truncated_response()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_burst_of_keep_alive_clients_never_sees_a_truncated_response(string transport)
     {
-        using var server = await ServerProcess.StartAsync();
+        using var server = await ServerProcess.StartOnAsync(transport);
         var tally = await RunLoadThroughSigtermAsync(server, 32, ["/plaintext", "/json", "/slow?ms=20"], warmup: 3);
         Assert.Equal(0, await server.WaitForExitAsync());
         Assert.Empty(tally.Failures);
@@ -388,10 +389,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
     // the wire but before it arrives. No server closes that race (RFC 9112 §9.3.1: the client sees EOF before
     // any response byte and may retry). The server counts those requests, since it keeps reading after an
     // idle FIN, so every unanswered request must be one it reports as having arrived after its FIN.
-    [Fact]
-    public async Task Under_load_at_sigterm_every_request_received_before_the_close_is_answered()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Under_load_at_sigterm_every_request_received_before_the_close_is_answered(string transport)
     {
-        using var server = await ServerProcess.StartAsync();
+        using var server = await ServerProcess.StartOnAsync(transport);
         var tally = await RunLoadThroughSigtermAsync(server, 32, ["/"], warmup: 10);
         Assert.Equal(0, await server.WaitForExitAsync());
         var racedMatch = RacedLine().Match(server.Output);

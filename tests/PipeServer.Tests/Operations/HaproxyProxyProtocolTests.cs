@@ -19,12 +19,13 @@ public class HaproxyProxyProtocolTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    public static TheoryData<string> Modes => new() { "send-proxy", "send-proxy-v2" };
+
     [TheoryRequiringCommand("haproxy", "haproxy")]
-    [InlineData("send-proxy")]
-    [InlineData("send-proxy-v2")]
-    public async Task Requests_through_haproxy_carry_the_clients_address_in_the_proxy_header(string mode)
+    [MemberData(nameof(TransportData.Cross), typeof(HaproxyProxyProtocolTests), nameof(Modes), MemberType = typeof(TransportData))]
+    public async Task Requests_through_haproxy_carry_the_clients_address_in_the_proxy_header(string mode, string transport)
     {
-        using var server = await ServerProcess.StartAsync("--proxy-protocol", "--trusted-proxies", "127.0.0.1", "--access-log", "--log-format", "json");
+        using var server = await ServerProcess.StartOnAsync(transport, "--proxy-protocol", "--trusted-proxies", "127.0.0.1", "--access-log", "--log-format", "json");
         int front = FreePort();
         var config = Path.Combine(Path.GetTempPath(), $"pipeserver-haproxy-{Guid.NewGuid():N}.cfg");
         File.WriteAllText(config, $"""

@@ -23,13 +23,14 @@ public class LogFormatProcessTests
         Assert.Equal(0, await server.WaitForExitAsync());
     }
 
+    public static TheoryData<string> JsonLevels => new() { "information", "warning", "none" };
+    public static TheoryData<string> TextLevels => new() { "warning", "none" };
+
     [Theory]
-    [InlineData("information")]
-    [InlineData("warning")]
-    [InlineData("none")]
-    public async Task Json_every_stdout_line_is_one_object_the_listening_line_and_access_lines_included(string level)
+    [MemberData(nameof(TransportData.Cross), typeof(LogFormatProcessTests), nameof(JsonLevels), MemberType = typeof(TransportData))]
+    public async Task Json_every_stdout_line_is_one_object_the_listening_line_and_access_lines_included(string level, string transport)
     {
-        using var server = await ServerProcess.StartAsync("--log-format", "json", "--access-log", "--log-level", level);
+        using var server = await ServerProcess.StartOnAsync(transport, "--log-format", "json", "--access-log", "--log-level", level);
         await SendAsync(server.Port, "GET /a%0D%0Ab?q=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: x\"y\\z\t\u00ff\r\n\r\n");
         await StopAsync(server);
 
@@ -58,11 +59,10 @@ public class LogFormatProcessTests
     }
 
     [Theory]
-    [InlineData("warning")]
-    [InlineData("none")]
-    public async Task Text_access_lines_are_bare_combined_format_whatever_the_log_level(string level)
+    [MemberData(nameof(TransportData.Cross), typeof(LogFormatProcessTests), nameof(TextLevels), MemberType = typeof(TransportData))]
+    public async Task Text_access_lines_are_bare_combined_format_whatever_the_log_level(string level, string transport)
     {
-        using var server = await ServerProcess.StartAsync("--access-log", "--log-level", level);
+        using var server = await ServerProcess.StartOnAsync(transport, "--access-log", "--log-level", level);
         await SendAsync(server.Port, "GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\nReferer: http://r/\r\nUser-Agent: ua \"q\"\r\n\r\n");
         await StopAsync(server);
 

@@ -13,32 +13,32 @@ public class MetricsConventionTests
     /// <summary>OpenTelemetry semantic conventions, HTTP metrics, http.server.request.duration: "explicit bucket boundaries".</summary>
     private static readonly double[] OpenTelemetryAdvice = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
-    [Fact]
-    public async Task Request_duration_buckets_are_exactly_the_conventions_advice()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Request_duration_buckets_are_exactly_the_conventions_advice(string transport)
     {
         Assert.Equal(OpenTelemetryAdvice, ServerMetrics.RequestDurationBuckets);
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         var histogram = Assert.IsType<Histogram<double>>(recorder.Instruments["http.server.request.duration"]);
         Assert.Equal(OpenTelemetryAdvice, histogram.Advice!.HistogramBucketBoundaries!);
     }
 
-    [Fact]
-    public async Task Connection_duration_buckets_reach_an_hour()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Connection_duration_buckets_reach_an_hour(string transport)
     {
         Assert.True(ServerMetrics.ConnectionDurationBuckets[^1] >= 3600, $"last bucket {ServerMetrics.ConnectionDurationBuckets[^1]} s");
         Assert.Contains(600.0, ServerMetrics.ConnectionDurationBuckets); // between 300 s and an hour too
         Assert.Equal(ServerMetrics.ConnectionDurationBuckets.Order(), ServerMetrics.ConnectionDurationBuckets);
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         var histogram = Assert.IsType<Histogram<double>>(recorder.Instruments["pipeserver.connection.duration"]);
         Assert.Equal(ServerMetrics.ConnectionDurationBuckets, histogram.Advice!.HistogramBucketBoundaries!);
     }
 
-    [Fact]
-    public async Task Request_instruments_carry_url_scheme_and_5xx_without_exception_gets_its_status_as_error_type()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Request_instruments_carry_url_scheme_and_5xx_without_exception_gets_its_status_as_error_type(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r
+        await using var server = await TestServer.StartAsync(transport, routes: r => r
             .MapGet("/unavailable", (req, res) => { res.StatusCode = 503; return ValueTask.CompletedTask; })
             .MapGet("/gateway", (req, res) => { res.StatusCode = 502; return ValueTask.CompletedTask; })
             .MapGet("/throws", (req, res) => throw new InvalidOperationException("boom")));
@@ -66,10 +66,10 @@ public class MetricsConventionTests
         Assert.Equal(typeof(InvalidOperationException).FullName, Assert.Single(durations, d => Equals(d.Tags["http.response.status_code"], 500)).Tags["error.type"]);
     }
 
-    [Fact]
-    public async Task The_prometheus_exposition_has_a_url_scheme_label()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_prometheus_exposition_has_a_url_scheme_label(string transport)
     {
-        await using var server = await TestServer.StartAsync(routes: r => r
+        await using var server = await TestServer.StartAsync(transport, routes: r => r
             .MapGet("/unavailable", (req, res) => { res.StatusCode = 503; return ValueTask.CompletedTask; }));
         using var endpoint = new MetricsEndpoint(server.Server.Metrics);
         endpoint.Map(server.Router);

@@ -7,10 +7,10 @@ namespace PipeServer.Tests.Operations;
 
 public class MetricsTests
 {
-    [Fact]
-    public async Task Instruments_follow_the_semantic_conventions_after_known_traffic()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Instruments_follow_the_semantic_conventions_after_known_traffic(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         await using (var c = await server.ConnectAsync())
         {
@@ -42,10 +42,10 @@ public class MetricsTests
         Assert.Single(connections, m => m.Tags.TryGetValue("error.type", out var e) && (string?)e == "invalid_request");
     }
 
-    [Fact]
-    public async Task Rejected_connections_are_counted()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Rejected_connections_are_counted(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 1 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxConnections = 1 });
         using var recorder = new MeasurementRecorder(server.Server.Metrics.Meter);
         await using var a = await server.ConnectAsync();
         await server.WaitForConnectionCountAsync(1);
@@ -54,10 +54,10 @@ public class MetricsTests
         Assert.Equal(1, recorder.Of("pipeserver.rejected_connections").Sum(m => m.Value));
     }
 
-    [Fact]
-    public async Task Metrics_endpoint_serves_the_prometheus_text_format()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Metrics_endpoint_serves_the_prometheus_text_format(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         using var endpoint = new MetricsEndpoint(server.Server.Metrics);
         endpoint.Map(server.Router);
         await using var c = await server.ConnectAsync();

@@ -10,10 +10,10 @@ namespace PipeServer.Tests.Operations;
 // Logs, systemd socket activation and sd_notify, against the real executable.
 public class OperationsProcessTests
 {
-    [Fact]
-    public async Task Json_logs_and_the_access_log_are_one_object_per_line()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Json_logs_and_the_access_log_are_one_object_per_line(string transport)
     {
-        using var server = await ServerProcess.StartAsync("--log-format", "json", "--access-log");
+        using var server = await ServerProcess.StartOnAsync(transport, "--log-format", "json", "--access-log");
         await using (var c = await RawConnection.ConnectAsync(server.Port))
         {
             await c.SendAsync("GET /plaintext?x=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /nope HTTP/1.1\r\nHost: a\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
@@ -38,11 +38,11 @@ public class OperationsProcessTests
         Assert.Contains(docs, d => d.RootElement.GetProperty("Message").GetString()!.StartsWith("Shutdown complete", StringComparison.Ordinal));
     }
 
-    [Fact]
-    public async Task The_access_log_is_off_unless_asked_and_one_text_line_per_request_when_on()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_access_log_is_off_unless_asked_and_one_text_line_per_request_when_on(string transport)
     {
-        using var quiet = await ServerProcess.StartAsync();
-        using var logged = await ServerProcess.StartAsync("--access-log");
+        using var quiet = await ServerProcess.StartOnAsync(transport);
+        using var logged = await ServerProcess.StartOnAsync(transport, "--access-log");
         foreach (var server in new[] { quiet, logged })
         {
             await using var c = await RawConnection.ConnectAsync(server.Port);
@@ -63,11 +63,11 @@ public class OperationsProcessTests
         Assert.Matches(AccessLine("GET", "/nope", 404), lines[1]);
     }
 
-    [Fact]
-    public async Task The_metrics_flag_serves_the_exposition_and_without_it_there_is_no_endpoint()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_metrics_flag_serves_the_exposition_and_without_it_there_is_no_endpoint(string transport)
     {
-        using var with = await ServerProcess.StartAsync("--metrics");
-        using var without = await ServerProcess.StartAsync();
+        using var with = await ServerProcess.StartOnAsync(transport, "--metrics");
+        using var without = await ServerProcess.StartOnAsync(transport);
         await using (var c = await RawConnection.ConnectAsync(with.Port))
         {
             await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\nGET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -93,11 +93,11 @@ public class OperationsProcessTests
         }
     }
 
-    [Fact]
-    public async Task The_heartbeat_logs_at_its_interval_and_stops_with_the_shutdown()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_heartbeat_logs_at_its_interval_and_stops_with_the_shutdown(string transport)
     {
         // Every other process test turns the heartbeat off; this one runs it at 0.2 s.
-        using var server = await ServerProcess.StartAsync("--heartbeat-interval", "0.2", "--drain-delay", "1");
+        using var server = await ServerProcess.StartOnAsync(transport, "--heartbeat-interval", "0.2", "--drain-delay", "1");
         int Beats() => server.Output.Split('\n').Count(l => l.Contains("Heartbeat: ", StringComparison.Ordinal));
         await TestServer.WaitUntilAsync(() => Beats() >= 3, "three heartbeat lines were logged", TimeSpan.FromSeconds(10));
         Assert.Matches(@"Heartbeat: 0 open connection\(s\), 0 accepted, GC gen0=\d+", server.Output);
@@ -114,12 +114,12 @@ public class OperationsProcessTests
         Assert.DoesNotContain("crit", server.Output, StringComparison.OrdinalIgnoreCase);
     }
 
-    [Fact]
-    public async Task The_minimum_rate_flags_cut_off_slow_uploads_and_clients_that_stop_reading()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task The_minimum_rate_flags_cut_off_slow_uploads_and_clients_that_stop_reading(string transport)
     {
         // Both behaviours need the fixed 5 s grace to pass, so they run side by side in one process. At the
         // default rate (240 B/s) neither client below would be cut off within the test's 12 s.
-        using var server = await ServerProcess.StartAsync("--min-request-body-rate", "5000", "--min-response-rate", "100000");
+        using var server = await ServerProcess.StartOnAsync(transport, "--min-request-body-rate", "5000", "--min-response-rate", "100000");
         var clock = System.Diagnostics.Stopwatch.StartNew();
 
         async Task<(TimeSpan At, CloseKind Kind, string Status)> SlowUploadAsync()
@@ -212,12 +212,12 @@ public class OperationsProcessTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    [FactRequiringCommand("systemd-socket-activate", "systemd")]
-    public async Task Serves_on_the_socket_systemd_passes()
+    [TheoryRequiringCommand("systemd-socket-activate", "systemd"), MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Serves_on_the_socket_systemd_passes(string transport)
     {
         int port = FreePort();
         using var server = ServerProcess.RunCommand(FactRequiringCommandAttribute.FindOnPath("systemd-socket-activate")!,
-            ["-l", $"127.0.0.1:{port}", "dotnet", ServerProcess.ExecutablePath, "--port", "1", "--heartbeat-interval", "0"]);
+            ["-l", $"127.0.0.1:{port}", "dotnet", ServerProcess.ExecutablePath, "--port", "1", "--heartbeat-interval", "0", "--transport", transport]);
         // systemd-socket-activate binds, then starts the server when the first connection arrives.
         // Poll (bounded) until it listens.
         RawConnection? c = null;

@@ -8,10 +8,10 @@ namespace PipeServer.Tests.Server;
 // The shutdown phases of HttpServer, in process: what each phase did, as its report says.
 public class HttpServerShutdownTests
 {
-    [Fact]
-    public async Task Counts_idle_and_in_flight_connections_as_drained()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Counts_idle_and_in_flight_connections_as_drained(string transport)
     {
-        await using var server = await TestServer.StartAsync();
+        await using var server = await TestServer.StartAsync(transport);
         var idle = await server.ConnectAsync();
         await idle.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
         await idle.ReadResponseAsync();
@@ -34,10 +34,10 @@ public class HttpServerShutdownTests
         await idle.DisposeAsync(); await busy.DisposeAsync();
     }
 
-    [Fact]
-    public async Task Aborts_what_is_left_at_the_deadline()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Aborts_what_is_left_at_the_deadline(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromMilliseconds(300) });
+        await using var server = await TestServer.StartAsync(transport, o => o with { ShutdownTimeout = TimeSpan.FromMilliseconds(300) });
         var busy = await server.ConnectAsync();
         await busy.SendAsync("GET /slow?ms=60000 HTTP/1.1\r\nHost: a\r\n\r\n");
         await server.WaitForConnectionCountAsync(1);
@@ -52,10 +52,10 @@ public class HttpServerShutdownTests
         await busy.DisposeAsync();
     }
 
-    [Fact]
-    public async Task Reset_resets_every_connection_at_once_even_in_the_middle_of_the_drain_delay()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Reset_resets_every_connection_at_once_even_in_the_middle_of_the_drain_delay(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { ShutdownTimeout = TimeSpan.FromSeconds(60), DrainDelay = TimeSpan.FromSeconds(3) });
+        await using var server = await TestServer.StartAsync(transport, o => o with { ShutdownTimeout = TimeSpan.FromSeconds(60), DrainDelay = TimeSpan.FromSeconds(3) });
         var stream = await server.ConnectAsync();
         await stream.SendAsync("GET /stream?count=100000&interval=20 HTTP/1.0\r\n\r\n"); // close-delimited
         Assert.True(await stream.WaitForReceivedAsync("chunk 0\n"));

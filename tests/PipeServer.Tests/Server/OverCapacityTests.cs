@@ -8,10 +8,10 @@ namespace PipeServer.Tests.Server;
 // (its Content-Length counts exactly the body that follows) and the connection must end with a FIN.
 public class OverCapacityTests
 {
-    [Fact]
-    public async Task Over_the_cap_the_503_is_exactly_its_declared_length_and_ends_with_a_fin()
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Over_the_cap_the_503_is_exactly_its_declared_length_and_ends_with_a_fin(string transport)
     {
-        await using var server = await TestServer.StartAsync(o => o with { MaxConnections = 1 });
+        await using var server = await TestServer.StartAsync(transport, o => o with { MaxConnections = 1 });
         await using var admitted = await server.ConnectAsync();
         await server.WaitForConnectionCountAsync(1);
 

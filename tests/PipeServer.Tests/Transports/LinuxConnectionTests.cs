@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net.Sockets;
 using System.Text;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Http;
 using PipeServer.Tests.Infrastructure;
@@ -151,7 +152,7 @@ public class LinuxConnectionTests
         var entry = await host.WaitForEntryAsync();
 
         // Output backpressure: the echo's responses fill the client's window, the send stalls past its deadline.
-        await PollAsync(() => entry.Transport.IsSendStalled(Environment.TickCount64), "the send to stall", detail: () => $"received {entry.Transport.ReceivedBytes}, unread {entry.Transport.UnreadKernelBytes}");
+        await PollAsync(() => entry.Transport.IsSendStalled(Environment.TickCount64, host.Options.MinResponseDataRate, host.Options.MinResponseDataRateGracePeriod), "the send to stall", detail: () => $"received {entry.Transport.ReceivedBytes}, unread {entry.Transport.UnreadKernelBytes}");
         // Input backpressure: the handler waits in its flush, the input pipe fills, the loop stops reading:
         // what the client sends stays in the kernel.
         await PollAsync(() => entry.Transport.UnreadKernelBytes > 0, "bytes left unread in the kernel");
@@ -161,7 +162,7 @@ public class LinuxConnectionTests
         var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(60));
         await sending.WaitAsync(Bound);
         Assert.True(body.AsSpan().SequenceEqual(r.Body), "echoed bytes differ");
-        Assert.False(entry.Transport.IsSendStalled(Environment.TickCount64));
+        Assert.False(entry.Transport.IsSendStalled(Environment.TickCount64, host.Options.MinResponseDataRate, host.Options.MinResponseDataRateGracePeriod));
     }
 
     [Fact]

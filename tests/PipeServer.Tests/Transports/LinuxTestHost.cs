@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
+using PipeServer.Transports;
 using PipeServer.Connections;
 using PipeServer.Demo;
 using PipeServer.Routing;
@@ -12,10 +13,12 @@ using PipeServer.Transports.Linux;
 
 namespace PipeServer.Tests.Transports;
 
-// Where this sits: the test rig for the Linux transport until it is wired into HttpServer. It does what
-// HttpServer.Accept does today (TcpListener on 127.0.0.1:0, NoDelay, a transport + Http1Connection pair per
-// socket, the demo routes on a Router, a heartbeat that checks timeouts and send stalls), with a
-// LinuxConnection in place of SocketConnection, and keeps every pair so tests can look at both halves.
+// Where this sits: the test rig for the Linux transport's own tests, which look inside a LinuxConnection
+// (its loop, kernel bytes, discard counts). It does what HttpServer.Accept does (TcpListener on
+// 127.0.0.1:0, NoDelay, a transport + Http1Connection pair per socket, the demo routes on a Router, a
+// heartbeat that checks timeouts and send stalls) and keeps every pair so tests can look at both halves.
+// HttpServer itself runs on this transport with --transport linux; the socket and process tests cover
+// that through TestServer/ServerProcess and Infrastructure/TransportData.cs.
 
 internal sealed class LinuxTestHost : IAsyncDisposable
 {
@@ -107,8 +110,7 @@ internal sealed class LinuxTestHost : IAsyncDisposable
             socket.NoDelay = true;
             _configureAccepted?.Invoke(socket);
             var entry = new Entry();
-            var transport = Transport.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure,
-                Options.MinResponseDataRate, Options.MinResponseDataRateGracePeriod);
+            var transport = Transport.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
             entry.Transport = transport;
             entry.Protocol = new Http1Connection(Interlocked.Increment(ref _nextId), transport, transport, Options, Router.HandleAsync, Lifetime,
                 Log, _abortAll.Token, transport.RemoteEndPoint, Metrics);
@@ -133,7 +135,7 @@ internal sealed class LinuxTestHost : IAsyncDisposable
         {
             if (entry.Task.IsCompleted) continue;
             entry.Protocol.OnHeartbeat(now);
-            if (entry.Transport.IsSendStalled(now)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
+            if (entry.Transport.IsSendStalled(now, Options.MinResponseDataRate, Options.MinResponseDataRateGracePeriod)) entry.Protocol.Abort(ConnectionEndReason.ResponseTimeout);
         }
     }
 

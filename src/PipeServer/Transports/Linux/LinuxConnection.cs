@@ -3,12 +3,11 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using PipeServer.Connections;
 
 namespace PipeServer.Transports.Linux;
 
-// Where this sits: the Linux twin of Connections/SocketConnection.cs, between the kernel socket and the
-// protocol. Same members, same three endings (graceful FIN with a bounded linger, abort with RST, peer
+// Where this sits: the Linux twin of Transports/Sockets/SocketConnection.cs (both behind the seam in
+// ../TransportConnection.cs), between the kernel socket and the protocol. Same members, same three endings (graceful FIN with a bounded linger, abort with RST, peer
 // gone), same backpressure; the difference is who moves the bytes: SocketConnection runs two async loops
 // on the thread pool, this one is driven by its EventLoop's epoll readiness and never blocks.
 //
@@ -30,10 +29,10 @@ namespace PipeServer.Transports.Linux;
 // pipe (so the handler's flush waits past the output threshold) and EPOLLOUT is armed.
 //
 // State: fields marked "loop only" are touched by the loop thread alone; Abort, RequestLingeringClose,
-// IsSendStalled, the byte counters and RunAsync are safe from any thread.
+// the pending send (TransportConnection), the byte counters and RunAsync are safe from any thread.
 
 /// <summary>An accepted socket served by a Linux event loop, as an <see cref="IDuplexPipe"/> with the transport controls.</summary>
-public sealed class LinuxConnection : IDuplexPipe, ITransportControl
+public sealed class LinuxConnection : TransportConnection
 {
     private const int MinimumReceiveBuffer = 4096;
     private const long LingerTimeoutMs = 500; // as SocketConnection (Go uses 500 ms for the same purpose)
@@ -57,8 +56,6 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     private readonly Pipe _input;
     private readonly Pipe _output;
     private readonly Action _onPeerFailure;
-    private readonly double _minResponseRate;
-    private readonly long _responseGraceMs;
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Action _onOutputReady;   // continuation of the pending output read (runs on the loop)
     private readonly Action _onInputResumed;  // continuation of a paused input flush (runs on the loop)
@@ -69,7 +66,6 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     private volatile bool _isClosed;
     private volatile bool _receiving;         // the loop holds bytes taken from the kernel but not yet flushed into the input pipe
     private long _received;                   // bytes taken from the kernel so far; written by the loop only
-    private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private int _started, _peerFailed;
 
     // Loop only.
@@ -83,10 +79,9 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     private bool _readPending, _sendQueued, _writeBlocked, _lingering, _finSent;
     private TaskCompletionSource<bool>? _idleClose; // a TryCloseIdleAsync waiting for the output to be sent
     private long _idleCloseMark;
-    private long _stallBytesLeft;             // bytes of the stalled segment still to send before its deadline clears
+    private long _stallBytesLeft;             // bytes of the blocked segment still to send before its pending send ends
 
-    internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
-        double minResponseDataRate, TimeSpan minResponseDataRateGrace)
+    internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
     {
         _socket = socket;
         _loop = loop;
@@ -99,29 +94,27 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
         _input = new Pipe(loop.Adapt(inputOptions));
         _output = new Pipe(loop.Adapt(outputOptions));
         _onPeerFailure = onPeerFailure;
-        _minResponseRate = minResponseDataRate;
-        _responseGraceMs = (long)minResponseDataRateGrace.TotalMilliseconds;
         _onOutputReady = OnOutputReady;
         _onInputResumed = OnInputResumed;
         RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
     }
 
-    public PipeReader Input => _input.Reader;
-    public PipeWriter Output => _output.Writer;
-    public IPEndPoint? RemoteEndPoint { get; }
+    public override PipeReader Input => _input.Reader;
+    public override PipeWriter Output => _output.Writer;
+    public override IPEndPoint? RemoteEndPoint { get; }
 
     /// <summary>Which loop serves this connection (0-based).</summary>
     public int LoopIndex => _loop.Index;
 
     /// <summary>Hands the socket to its loop; completes when the socket is closed (never faults).</summary>
-    public Task RunAsync()
+    public override Task RunAsync()
     {
         if (Interlocked.Exchange(ref _started, 1) == 0) _loop.Post(s_register, this);
         return _closed.Task;
     }
 
     /// <summary>Close now with an RST (SO_LINGER 0); the protocol's pending read ends and its flush reports completion.</summary>
-    public void Abort()
+    public override void Abort()
     {
         if (_aborted) return;
         _aborted = true;
@@ -132,10 +125,7 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
         _loop.Post(s_abort, this);
     }
 
-    public void RequestLingeringClose() => _lingerRequested = true;
-
-    /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
-    public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
+    public override void RequestLingeringClose() => _lingerRequested = true;
 
     /// <summary>Bytes the kernel has received from the peer that are not yet in the input pipe (FIONREAD); 0 once closed.</summary>
     public int UnreadKernelBytes
@@ -157,10 +147,10 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     /// <summary>True when the peer has sent bytes the protocol has not been given yet: queued in the kernel, or in the loop's hands.</summary>
     // Asked on the loop itself (the protocol running inline inside the loop's flush), the bytes the loop holds
     // are already committed to the pipe the caller reads: only the kernel's queue counts then.
-    public bool HasUndeliveredInput => UnreadKernelBytes > 0 || (_receiving && !_loop.IsOnLoop);
+    public override bool HasUndeliveredInput => UnreadKernelBytes > 0 || (_receiving && !_loop.IsOnLoop);
 
     /// <summary>How many bytes have been taken from the peer so far.</summary>
-    public long ReceivedBytes => Volatile.Read(ref _received);
+    public override long ReceivedBytes => Volatile.Read(ref _received);
 
     /// <summary>Bytes read and dropped because nobody would read them (lingering close), for tests of its bound.</summary>
     internal int DiscardedBytes => Volatile.Read(ref _discarded);
@@ -171,7 +161,7 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     /// <paramref name="receivedMark"/> (a <see cref="ReceivedBytes"/> read before the caller last looked at its
     /// input) and nothing waits in the kernel. False: bytes came, nothing was shut down; the caller serves them.
     /// </summary>
-    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    public override ValueTask<bool> TryCloseIdleAsync(long receivedMark)
     {
         var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         _loop.Post(static s =>
@@ -181,6 +171,11 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
         }, (this, idle, receivedMark));
         return new ValueTask<bool>(idle.Task);
     }
+
+    /// <summary>After the connection ended: the peer sent bytes after an idle close's FIN (a request that raced the close, unanswered).</summary>
+    // Loop-only fields, read once RunAsync's task has completed (which orders them before this read).
+    // Bytes read away while lingering count too: after an idle FIN nobody reads the input, so they are discarded.
+    public override bool ReceivedAfterIdleClose => _finSent && (Volatile.Read(ref _received) != _idleCloseMark || Volatile.Read(ref _discarded) > 0);
 
     internal bool IsClosed => _isClosed;
     internal long LingerDeadline { get; private set; }
@@ -412,22 +407,22 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
     }
 
     /// <summary>
-    /// The send-stall rule of SocketConnection: a segment whose send cannot complete gets a deadline of
-    /// max(grace, its length / minimum rate), cleared when that segment has gone out.
+    /// What the send-stall rule (SendStallRule, applied by the heartbeat) times: a send is pending from the
+    /// moment a segment cannot go out whole (the kernel's buffer is full) until that segment has gone out.
+    /// A send that completes at once never was pending, as SocketConnection's SendAsync is not for the rule.
     /// </summary>
     private void NoteSendProgress(in ReadOnlySequence<byte> buffer, long sent, bool blocked)
     {
-        if (_minResponseRate <= 0) return;
         if (_stallBytesLeft > 0)
         {
             _stallBytesLeft -= sent;
-            if (_stallBytesLeft <= 0) Volatile.Write(ref _sendDeadline, long.MaxValue);
+            if (_stallBytesLeft <= 0) EndSend();
         }
         if (blocked && _stallBytesLeft <= 0)
         {
             long segment = buffer.Slice(sent).First.Length;
             _stallBytesLeft = segment;
-            Volatile.Write(ref _sendDeadline, Environment.TickCount64 + Math.Max(_responseGraceMs, (long)(segment * 1000 / _minResponseRate)));
+            BeginSend(segment);
         }
     }
 
@@ -438,8 +433,10 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
         if (!_finSent) LinuxNative.shutdown(_fd, LinuxNative.SHUT_WR);
         // Nothing queued from the peer means close() sends a plain FIN; otherwise linger (bounded), because
         // close() with unread input answers with RST, which can destroy our last response in the peer's queue.
+        // After an idle close, always linger (as SocketConnection does): a request that raced our FIN is then
+        // read away and counted (ReceivedAfterIdleClose) instead of drawing an RST, and the peer, seeing EOF, closes at once.
         bool unread = LinuxNative.BytesReadable(_fd) > 0;
-        if (_inputState != InputState.Done && (_lingerRequested || unread))
+        if (_inputState != InputState.Done && (_lingerRequested || unread || _finSent))
         {
             _lingering = true;
             LingerDeadline = Environment.TickCount64 + LingerTimeoutMs;
@@ -473,7 +470,7 @@ public sealed class LinuxConnection : IDuplexPipe, ITransportControl
             _registered = false;
         }
         if (abortive) LinuxNative.SetLingerZero(_fd);
-        Volatile.Write(ref _sendDeadline, long.MaxValue);
+        EndSend();
         _socket.Dispose(); // close(): RST when abortive, else FIN (if not sent already)
         // Completing the output reader makes the protocol's next flush report IsCompleted ("stop writing"),
         // or throw the send error; completing the input writer ends its pending read. Either may run it inline.

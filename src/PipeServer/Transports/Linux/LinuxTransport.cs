@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace PipeServer.Transports.Linux;
 
-// Where this sits: the Linux transport, beside the portable one (Connections/SocketConnection.cs). The
+// Where this sits: the Linux transport, beside the portable one (Transports/Sockets/). The
 // server's accept loop still owns the TcpListener; each accepted Socket comes here and becomes a
 // LinuxConnection owned by one of a few event loops, instead of going through .NET's socket engine.
 //
@@ -31,7 +31,7 @@ namespace PipeServer.Transports.Linux;
 /// Event loops that serve accepted sockets on Linux without .NET's socket engine: epoll, one loop per
 /// usable CPU, protocol continuations run inline on the loop that read the bytes.
 /// </summary>
-public sealed class LinuxTransport : IDisposable
+public sealed class LinuxTransport : ConnectionTransport
 {
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(2);
     private readonly EventLoop[] _loops;
@@ -58,28 +58,27 @@ public sealed class LinuxTransport : IDisposable
     /// <summary>CPUs in this process's affinity mask (`taskset -c 0` gives 1): the default number of loops.</summary>
     public static int UsableCpuCount() => LinuxNative.UsableCpuCount();
 
-    public int LoopCount => _loops.Length;
+    public override string Name => "linux";
+
+    public override int LoopCount => _loops.Length;
 
     /// <summary>
     /// Wraps an accepted socket; the connection is placed on the next loop (round-robin) when its RunAsync is
-    /// called. The arguments mean what they mean for SocketConnection's constructor.
+    /// called.
     /// </summary>
     /// <param name="accepted">An accepted, connected socket; owned by the connection from here on (disposed once, when it closes).</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds); the schedulers are replaced by the loop.</param>
     /// <param name="outputOptions">Bounds on bytes written but not yet sent; the schedulers are replaced by the loop.</param>
     /// <param name="onPeerFailure">Called once, on the loop, when the peer resets or a send fails: the client is gone.</param>
-    /// <param name="minResponseDataRate">Bytes per second below which a pending send counts as stalled (0: never).</param>
-    /// <param name="minResponseDataRateGrace">A send is never stalled before this long.</param>
-    public LinuxConnection Create(Socket accepted, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
-        double minResponseDataRate = 0, TimeSpan minResponseDataRateGrace = default)
+    public override LinuxConnection Create(Socket accepted, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         var loop = _loops[(uint)Interlocked.Increment(ref _next) % (uint)_loops.Length];
-        return new LinuxConnection(accepted, loop, inputOptions, outputOptions, onPeerFailure, minResponseDataRate, minResponseDataRateGrace);
+        return new LinuxConnection(accepted, loop, inputOptions, outputOptions, onPeerFailure);
     }
 
     /// <summary>Stops every loop: connections still open are reset (RST) and their RunAsync completes.</summary>
-    public void Dispose()
+    public override void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         foreach (var loop in _loops) loop.Stop(StopTimeout);

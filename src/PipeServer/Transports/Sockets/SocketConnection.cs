@@ -2,9 +2,10 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 
-namespace PipeServer.Connections;
+namespace PipeServer.Transports.Sockets;
 
-// Where this sits: the transport, between the kernel socket and the protocol code. Two loops move bytes:
+// Where this sits: the sockets transport (behind the seam in ../TransportConnection.cs), between the kernel
+// socket and the protocol code; SocketTransport.cs makes one per accepted socket. Two loops move bytes:
 // receive (socket -> input pipe) and send (output pipe -> socket). Http1Connection only ever sees the two
 // pipe ends (IDuplexPipe), so the same protocol code runs over an in-memory pipe in unit tests.
 //
@@ -20,33 +21,8 @@ namespace PipeServer.Connections;
 //             where the peer is not reading.
 //   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
 
-/// <summary>What the protocol layer may ask of its transport beyond the two pipes.</summary>
-public interface ITransportControl
-{
-    /// <summary>Close now with an RST; pending reads and writes fail.</summary>
-    void Abort();
-    /// <summary>At close, read and discard what the peer still sends (bounded) before closing, so it sees our last response.</summary>
-    void RequestLingeringClose();
-    /// <summary>
-    /// True when bytes from the peer have reached the transport but not yet the input pipe (for a socket: the
-    /// kernel's receive queue, or the receive loop between taking them and flushing them). Such bytes are
-    /// already sent by the client, and the transport will deliver them; a connection about to close as idle
-    /// must wait for them instead.
-    /// </summary>
-    bool HasUndeliveredInput { get; }
-    /// <summary>How many bytes the transport has taken from the peer so far: a mark for <see cref="TryCloseIdleAsync"/>.</summary>
-    long ReceivedBytes { get; }
-    /// <summary>
-    /// Closes an idle connection's sending side (FIN) unless the peer has sent more: once every byte written so
-    /// far is sent, and in one step with the FIN, checks that nothing arrived since <paramref name="receivedMark"/>
-    /// (read before the caller last looked at its input) and nothing is waiting. False means bytes came and
-    /// nothing was sent: the caller serves them. The check and the FIN are as close together as the transport
-    /// can make them, because a request that lands between the two is one that nobody can answer.
-    /// </summary>
-    ValueTask<bool> TryCloseIdleAsync(long receivedMark);
-}
-
-public sealed class SocketConnection : IDuplexPipe, ITransportControl
+/// <summary>An accepted socket served through .NET's socket engine, as a <see cref="TransportConnection"/>.</summary>
+public sealed class SocketConnection : TransportConnection
 {
     private const int MinimumReceiveBuffer = 4096;
     private static readonly TimeSpan LingerTimeout = TimeSpan.FromMilliseconds(500); // Go uses 500 ms for the same purpose
@@ -57,9 +33,6 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     private readonly Pipe _output;
     private readonly Action _onPeerFailure;
     private volatile bool _aborted;
-    private readonly double _minResponseRate;
-    private readonly long _responseGraceMs;
-    private long _sendDeadline = long.MaxValue; // Environment.TickCount64; long.MaxValue while no send is pending
     private volatile bool _lingerRequested;
     private bool _receiving;   // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
     private long _received;    // bytes taken from the kernel so far; written by the receive loop only
@@ -71,13 +44,8 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
     /// <param name="outputOptions">Bounds on bytes written but not yet sent.</param>
     /// <param name="onPeerFailure">Called once when the peer resets or a send fails: the client is gone.</param>
-    /// <param name="minResponseDataRate">Bytes per second below which a pending send counts as stalled (0: never).</param>
-    /// <param name="minResponseDataRateGrace">A send is never stalled before this long.</param>
-    public SocketConnection(Socket socket, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure,
-        double minResponseDataRate = 0, TimeSpan minResponseDataRateGrace = default)
+    public SocketConnection(Socket socket, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
     {
-        _minResponseRate = minResponseDataRate;
-        _responseGraceMs = (long)minResponseDataRateGrace.TotalMilliseconds;
         _socket = socket;
         _input = new Pipe(inputOptions);
         _output = new Pipe(outputOptions);
@@ -85,12 +53,12 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
     }
 
-    public PipeReader Input => _input.Reader;
-    public PipeWriter Output => _output.Writer;
-    public IPEndPoint? RemoteEndPoint { get; }
+    public override PipeReader Input => _input.Reader;
+    public override PipeWriter Output => _output.Writer;
+    public override IPEndPoint? RemoteEndPoint { get; }
 
     /// <summary>Runs both loops and closes the socket; completes when the socket is closed.</summary>
-    public async Task RunAsync()
+    public override async Task RunAsync()
     {
         var receiving = ReceiveLoopAsync();
         var sending = SendLoopAsync();
@@ -110,7 +78,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         await receiving.ConfigureAwait(false);
     }
 
-    public void Abort()
+    public override void Abort()
     {
         if (_aborted) return;
         _aborted = true;
@@ -120,22 +88,21 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         try { _input.Writer.CancelPendingFlush(); } catch (InvalidOperationException) { }
     }
 
-    public void RequestLingeringClose() => _lingerRequested = true;
+    public override void RequestLingeringClose() => _lingerRequested = true;
 
     // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
     // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel and empty only
     // after they are in the pipe, so a byte that reached the kernel before the first read is seen by one of the
     // three looks.
-    public bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
+    public override bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
 
-    public long ReceivedBytes => Volatile.Read(ref _received);
+    public override long ReceivedBytes => Volatile.Read(ref _received);
 
-    /// <summary>After the connection ended: the peer sent bytes after an idle close's FIN (a request that raced the close, unanswered).</summary>
-    public bool ReceivedAfterIdleClose => _outputShutDown && Volatile.Read(ref _received) != _idleCloseMark;
+    public override bool ReceivedAfterIdleClose => _outputShutDown && Volatile.Read(ref _received) != _idleCloseMark;
 
     // The send loop owns the socket's sending side, so it is the one to send the FIN: woken by a cancelled
     // read, it sends what was written before the call, then checks and shuts down in one step (FinUnlessInput).
-    public ValueTask<bool> TryCloseIdleAsync(long receivedMark)
+    public override ValueTask<bool> TryCloseIdleAsync(long receivedMark)
     {
         var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
         _idleCloseMark = receivedMark;
@@ -155,9 +122,6 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         _outputShutDown = true;
         return true;
     }
-
-    /// <summary>Heartbeat check: true when a send has made no progress past its deadline (the client stopped reading).</summary>
-    public bool IsSendStalled(long nowTicks) => nowTicks > Volatile.Read(ref _sendDeadline);
 
     private int SafeAvailable()
     {
@@ -233,10 +197,9 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
                 var buffer = result.Buffer;
                 foreach (var segment in buffer)
                 {
-                    if (_minResponseRate > 0)
-                        Volatile.Write(ref _sendDeadline, Environment.TickCount64 + Math.Max(_responseGraceMs, (long)(segment.Length * 1000 / _minResponseRate)));
+                    BeginSend(segment.Length); // the heartbeat's send-stall rule times this send (SendStallRule)
                     await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
-                    Volatile.Write(ref _sendDeadline, long.MaxValue);
+                    EndSend();
                 }
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
@@ -250,6 +213,7 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
         }
         finally
         {
+            EndSend();
             _sendLoopDone = true;
             Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true); // nothing more will be sent either way
             // Completing the reader makes the protocol's next FlushAsync report IsCompleted: "stop writing".
@@ -262,6 +226,3 @@ public sealed class SocketConnection : IDuplexPipe, ITransportControl
     internal static bool IsExpectedSocketError(Exception ex) =>
         ex is SocketException or ObjectDisposedException or OperationCanceledException or IOException;
 }
-
-/// <summary>The peer reset the connection.</summary>
-public sealed class ConnectionResetException(string message, Exception inner) : IOException(message, inner);
