@@ -188,11 +188,11 @@ if has_server pipeserver; then
 fi
 stop_servers
 
-echo "== memory per idle keep-alive connection (${IDLE_CONNECTIONS})"
 declare -A IDLE
-start_servers
+for s in "${SERVERS[@]}"; do IDLE[$s]="n/a"; done
+[ "${SKIP_IDLE:-0}" = "1" ] || { echo "== memory per idle keep-alive connection (${IDLE_CONNECTIONS})"; start_servers; }
 for s in "${SERVERS[@]}"; do
-  if [ "${SKIP_IDLE:-0}" = "1" ]; then IDLE[$s]="n/a"; continue; fi
+  if [ "${SKIP_IDLE:-0}" = "1" ]; then continue; fi
   rss0=$(rss_sum "$s" VmRSS)
   taskset -c 1 dotnet "$TOOLS_DLL" idle --port "${PORT[$s]}" --count "$IDLE_CONNECTIONS" --hold 8 >"$WORK/idle.$s" 2>&1 &
   tool=$!

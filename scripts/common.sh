@@ -49,10 +49,14 @@ stop_server() {
 stop_server_on_exit() { stop_server; }
 
 # free_port: a loopback port nothing listens on now (for servers that must keep their port across restarts).
+# Picked below the kernel's ephemeral range: a port wrk or curl just used as a client port can sit in
+# TIME_WAIT, and a listener cannot bind it then (EADDRINUSE) even though nothing listens.
 free_port() {
-  local p
+  local p lo
+  lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$lo" -gt 12000 ] || lo=32768
   while :; do
-    p=$(( 20000 + RANDOM % 20000 ))
+    p=$(( 10000 + RANDOM % (lo - 10000) ))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
