@@ -41,19 +41,9 @@ public sealed partial class ServerProcess : IDisposable
     }
 
     /// <summary>Starts the server with the given arguments and waits (bounded) for it to listen.</summary>
-    public static async Task<ServerProcess> StartAsync(params string[] args)
+    public static Task<ServerProcess> StartAsync(params string[] args)
     {
-        var p = Run(["--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]);
-        try
-        {
-            p.Port = await p._port.Task.WaitAsync(TimeSpan.FromSeconds(20));
-        }
-        catch
-        {
-            p.Dispose();
-            throw;
-        }
-        return p;
+        return ListeningAsync(Run(["--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]));
     }
 
     /// <summary>Starts the server on the named transport (<see cref="TransportData.All"/>), as <see cref="StartAsync(string[])"/>.</summary>
@@ -63,11 +53,17 @@ public sealed partial class ServerProcess : IDisposable
     /// Like <see cref="StartAsync"/>, but the server runs with RLIMIT_NOFILE soft and hard both set to
     /// <paramref name="fileLimit"/> (bash's ulimit, then exec: same PID), so raising soft to hard cannot escape it.
     /// </summary>
-    public static async Task<ServerProcess> StartWithFileLimitAsync(int fileLimit, params string[] args)
+    public static Task<ServerProcess> StartWithFileLimitAsync(int fileLimit, params string[] args)
     {
         var limit = fileLimit.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var p = RunCommand("bash", ["-c", $"ulimit -Sn {limit} && ulimit -Hn {limit} && exec \"$0\" \"$@\"",
             "dotnet", ExecutablePath, "--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]);
+        return ListeningAsync(p);
+    }
+
+    /// <summary>Waits (bounded) for the "Listening on" line and takes the port from it; a server that never listens is killed.</summary>
+    private static async Task<ServerProcess> ListeningAsync(ServerProcess p)
+    {
         try
         {
             p.Port = await p._port.Task.WaitAsync(TimeSpan.FromSeconds(20));
