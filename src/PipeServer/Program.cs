@@ -55,20 +55,29 @@ public static class Program
         using var metricsEndpoint = options.Metrics ? new MetricsEndpoint(server.Metrics) : null;
         metricsEndpoint?.Map(router);
 
-        if (SystemdSocketActivation.TryTakeListenSocket() is { } inherited)
+        if (SystemdSocketActivation.TakeListenSockets() is { } activation)
         {
-            server.UseListenSocket(inherited);
-            logger.LogInformation("Serving on the socket passed by systemd (socket activation)");
+            foreach (var warning in activation.Warnings) logger.LogWarning("Socket activation: {Warning}", warning);
+            if (activation.Sockets.Count == 0)
+            {
+                logger.LogCritical("Socket activation: systemd passed no listening stream socket (ListenStream= in the .socket unit, Accept=no); not starting");
+                return ExitFailure;
+            }
+            foreach (var passed in activation.Sockets) server.UseListenSocket(passed.Socket, passed.Name);
+            logger.LogInformation("Serving on {Count} socket(s) passed by systemd (socket activation)", activation.Sockets.Count);
+            if (options.ListenOptionsGiven.Count > 0)
+                logger.LogWarning("{Options} {Verb} ignored: systemd passed the listening sockets, so the .socket unit's ListenStream= decides where PipeServer listens",
+                    string.Join(" and ", options.ListenOptionsGiven), options.ListenOptionsGiven.Count == 1 ? "is" : "are");
         }
         server.PhaseCompleted += (phase, detail) => notifier.Notify($"STATUS={phase}: {detail}");
         server.DrainProgress += open => notifier.Notify($"STATUS=wait-for-drain: waiting for {open} connection(s)");
 
         var services = new List<HostedService>
         {
-            new HttpServerService(server, line =>
+            new HttpServerService(server, listeners =>
             {
-                logging.Announce(line);
-                notifier.Notify("READY=1\nSTATUS=" + line);
+                foreach (var listener in listeners) logging.AnnounceListening(listener);
+                notifier.Notify("READY=1\nSTATUS=Listening on " + string.Join(", ", listeners.Select(l => l.Url)));
             }),
         };
         if (options.HeartbeatInterval > TimeSpan.Zero)

@@ -16,7 +16,11 @@ namespace PipeServer.Cli;
 /// but risky, for the log once it exists.
 /// </summary>
 public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan HeartbeatInterval, Microsoft.Extensions.Logging.LogLevel LogLevel,
-    bool Metrics = false, LogFormat LogFormat = LogFormat.Text, bool MaxConnectionsFromLimit = false, IReadOnlyList<string>? Warnings = null);
+    bool Metrics = false, LogFormat LogFormat = LogFormat.Text, bool MaxConnectionsFromLimit = false, IReadOnlyList<string>? Warnings = null)
+{
+    /// <summary>"--address", "PIPESERVER_PORT"...: where the listen address was set, for the warning that socket activation ignores them.</summary>
+    public IReadOnlyList<string> ListenOptionsGiven { get; init; } = [];
+}
 
 public enum LogFormat { Text, Json }
 
@@ -41,8 +45,8 @@ public static class CommandLine
 
     private static readonly Option[] Options =
     [
-        new("address", "ADDR", "IP address to listen on (default 0.0.0.0)"),
-        new("port", "N", "TCP port, 0 to 65535; 0 picks a free one (default 8080)"),
+        new("address", "ADDR", "IP address to listen on (default 0.0.0.0); ignored, with a warning, when systemd passes sockets"),
+        new("port", "N", "TCP port, 0 to 65535; 0 picks a free one (default 8080); ignored, with a warning, when systemd passes sockets"),
         new("shutdown-timeout", "SECONDS", "after accepting stops, how long in-flight requests may finish before they are aborted, 0 to 86400 (default 30)"),
         new("drain-delay", "SECONDS", "on shutdown, keep serving with Connection: close this long while readiness fails, 0 to 86400 (default 0)"),
         new("request-header-timeout", "SECONDS", "the request line and headers must arrive within this, more than 0 to 86400 (default 10)"),
@@ -58,7 +62,7 @@ public static class CommandLine
         new("log-level", "LEVEL", "trace, debug, information, warning, error, critical or none (default information); the access log and the Listening line are not filtered by it"),
         new("log-format", "FORMAT", "text or json (default text); json: every line on standard output is one JSON object"),
         new("access-log", null, "one line per request, Combined Log Format (text) or a JSON object with the same fields, whatever --log-level says"),
-        new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64): only their X-Forwarded-For and PROXY headers set the client address (default none)"),
+        new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64), and unix: for peers on a Unix socket: only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
         new("transport", "NAME", "sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop"),
@@ -94,6 +98,7 @@ public static class CommandLine
     public static ExecutableOptions? Parse(string[] args, IReadOnlyDictionary<string, string?> environment, long? fileDescriptorLimit = null)
     {
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        var fromArgs = new HashSet<string>(StringComparer.Ordinal);
         foreach (var o in Options)
         {
             var envName = "PIPESERVER_" + o.Name.Replace('-', '_').ToUpperInvariant();
@@ -113,6 +118,7 @@ public static class CommandLine
             if (option.ValueName is null)
             {
                 values[name] = value ?? "true";
+                fromArgs.Add(name);
                 continue;
             }
             if (value is null)
@@ -121,6 +127,7 @@ public static class CommandLine
                 value = args[++i];
             }
             values[name] = value;
+            fromArgs.Add(name);
         }
 
         var server = new HttpServerOptions();
@@ -149,9 +156,13 @@ public static class CommandLine
 
         bool metrics = values.TryGetValue("metrics", out var m) && ParseSwitch("metrics", m);
         if (values.TryGetValue("access-log", out var al)) server = server with { AccessLog = ParseSwitch("access-log", al) };
-        if (values.TryGetValue("trusted-proxies", out var tp)) server = server with { TrustedProxies = ParseTrustedProxies(tp) };
+        if (values.TryGetValue("trusted-proxies", out var tp))
+        {
+            var (networks, unix) = ParseTrustedProxies(tp);
+            server = server with { TrustedProxies = networks, TrustUnixSocketPeers = unix };
+        }
         if (values.TryGetValue("proxy-protocol", out var pp)) server = server with { ProxyProtocol = ParseSwitch("proxy-protocol", pp) };
-        if (server.ProxyProtocol && server.TrustedProxies.Count == 0)
+        if (server.ProxyProtocol && server.TrustedProxies.Count == 0 && !server.TrustUnixSocketPeers)
             throw new CommandLineException("--proxy-protocol: needs --trusted-proxies (the balancers whose PROXY header is believed)");
         if (values.TryGetValue("transport", out var tr)) server = server with { Transport = ParseTransport(tr) };
         var format = LogFormat.Text;
@@ -186,7 +197,12 @@ public static class CommandLine
 
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
-        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings);
+        // Socket activation ignores them (Program warns, naming them as the operator wrote them).
+        var listenGiven = new List<string>();
+        foreach (var name in (string[])["address", "port"])
+            if (fromArgs.Contains(name)) listenGiven.Add("--" + name);
+            else if (values.ContainsKey(name)) listenGiven.Add("PIPESERVER_" + name.ToUpperInvariant());
+        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings) { ListenOptionsGiven = listenGiven };
     }
 
     /// <summary>Names only: Enum.TryParse would also take "42" or "2", and a level of 42 silently logs nothing.</summary>
@@ -216,13 +232,19 @@ public static class CommandLine
         return kind;
     }
 
-    /// <summary>"10.0.0.1,10.1.0.0/16,::1": single addresses become /32 or /128 networks.</summary>
-    private static IReadOnlyList<IPNetwork> ParseTrustedProxies(string value)
+    /// <summary>"10.0.0.1,10.1.0.0/16,::1,unix:": single addresses become /32 or /128 networks; "unix:" trusts Unix-socket peers.</summary>
+    private static (IReadOnlyList<IPNetwork> Networks, bool Unix) ParseTrustedProxies(string value)
     {
         var list = new List<IPNetwork>();
+        bool unix = false;
         foreach (var raw in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
             IPNetwork network;
+            if (raw == "unix:")
+            {
+                unix = true; // nginx's set_real_ip_from unix: (a Unix peer has no address to list)
+                continue;
+            }
             if (raw.Contains('/'))
             {
                 // .NET 10 quietly masks host bits ("10.0.0.1/8" becomes 10.0.0.0/8); refuse them instead: such an
@@ -238,9 +260,9 @@ public static class CommandLine
             else throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address or a CIDR range");
             list.Add(network);
         }
-        if (list.Count == 0) throw new CommandLineException("--trusted-proxies: the list is empty");
+        if (list.Count == 0 && !unix) throw new CommandLineException("--trusted-proxies: the list is empty");
         if (list.Count > MaxTrustedProxies) throw new CommandLineException($"--trusted-proxies: {list.Count} entries, at most {MaxTrustedProxies} (use CIDR ranges)");
-        return list;
+        return (list, unix);
     }
 
     private static int ParseInt(string name, string value, int min, int max)

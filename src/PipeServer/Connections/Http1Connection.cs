@@ -94,6 +94,24 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _request.SetConnectionClient(remote, options.TrustedProxies);
     }
 
+    /// <summary>
+    /// The connection came in on a Unix socket (its peer has no address): the access log writes "unix:" for
+    /// the peer, as nginx does, and the peer is a trusted proxy only with <see cref="HttpServerOptions.TrustUnixSocketPeers"/>.
+    /// </summary>
+    public bool IsUnixPeer
+    {
+        get => _isUnixPeer;
+        init
+        {
+            _isUnixPeer = value;
+            _request.SetConnectionClient(RemoteEndPoint, _options.TrustedProxies, value && _options.TrustUnixSocketPeers);
+        }
+    }
+    private readonly bool _isUnixPeer;
+
+    /// <summary>What the access log writes for a Unix-socket peer (nginx's $remote_addr there).</summary>
+    internal const string UnixPeerAddress = "unix:";
+
     /// <summary>url.scheme of the listener this connection came from (a metrics attribute): plain TCP is "http".</summary>
     public string UrlScheme { get; init; } = HttpServer.PlainTextScheme;
 
@@ -461,9 +479,10 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private void LogAccess(ILogger log, int status, long started)
     {
         bool line = _headLineParsed; // a request refused before its line parsed logs "-" for it
-        var peer = RemoteEndPoint?.Address is { } p ? ClientAddress.Normalize(p).ToString() : "-";
+        var peer = RemoteEndPoint?.Address is { } p ? ClientAddress.Normalize(p).ToString() : _isUnixPeer ? UnixPeerAddress : "-";
         var clientAddress = _request.ResolveClientAddress(_head);
-        var client = clientAddress?.ToString() ?? "-";
+        // On a Unix socket with no trusted proxy naming the client, the client is the peer: "unix:" too.
+        var client = clientAddress?.ToString() ?? (_isUnixPeer && _request.ConnectionClient is null ? UnixPeerAddress : "-");
         // The port is known for the socket peer or a PROXY header's source, not for an X-Forwarded-For hop.
         int? clientPort = clientAddress is not null && clientAddress.Equals(_request.ConnectionClient) ? _request.ConnectionClientPort : null;
         // A trusted balancer's X-Request-ID ties our line to its own; bounded so a header cannot bloat the log.

@@ -75,6 +75,22 @@ public sealed class ConsoleLogging : IDisposable
         Console.Out.Flush();
     }
 
+    /// <summary>
+    /// One listener's "Listening on URL" line, with its fd and name when systemd passed it: plain text, or a JSON
+    /// event with Url (and Fd, FdName) as properties.
+    /// </summary>
+    public void AnnounceListening(ListenerInfo listener)
+    {
+        if (_format == LogFormat.Json)
+        {
+            if (listener.Fd is int fd) LogListeningOnPassed(_listening, listener.Url, fd, listener.Name ?? SystemdSocketActivation.UnknownName, null);
+            else LogListening(_listening, listener.Url, null);
+            return;
+        }
+        Console.Out.WriteLine("Listening on " + listener.Url + listener.Origin);
+        Console.Out.Flush();
+    }
+
     public void Dispose()
     {
         // Disposing a console logger factory flushes its queue: the last access lines are written before exit.
@@ -84,6 +100,8 @@ public sealed class ConsoleLogging : IDisposable
 
     private static readonly Action<ILogger, string, Exception?> LogListening =
         LoggerMessage.Define<string>(LogLevel.Information, new EventId(1, "Listening"), "Listening on {Url}");
+    private static readonly Action<ILogger, string, int, string, Exception?> LogListeningOnPassed =
+        LoggerMessage.Define<string, int, string>(LogLevel.Information, new EventId(1, "Listening"), "Listening on {Url} (fd {Fd}, name {FdName})");
     private static readonly Action<ILogger, string, Exception?> LogAnnouncement =
         LoggerMessage.Define<string>(LogLevel.Information, new EventId(2, "Announcement"), "{Announcement}");
 

@@ -3,8 +3,11 @@ using PipeServer.Server;
 
 namespace PipeServer.Hosting;
 
-/// <summary>The HTTP server as a managed service: binds on start, faults if the listener dies, drains on stop.</summary>
-public sealed class HttpServerService(HttpServer server, Action<string> announce) : HostedService
+/// <summary>
+/// The HTTP server as a managed service: binds (or takes its given sockets) on start, faults if a listener
+/// dies, drains on stop. <paramref name="listening"/> hears every listener's real address once all are accepting.
+/// </summary>
+public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<ListenerInfo>> listening) : HostedService
 {
     public override string Name => "http";
     public ShutdownReport? Report { get; private set; }
@@ -25,13 +28,12 @@ public sealed class HttpServerService(HttpServer server, Action<string> announce
                 _ => ex.Message,
             }, ex);
         }
-        var ep = server.EndPoint!;
-        announce($"Listening on http://{(ep.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ep.Address}]" : ep.Address)}:{ep.Port}");
+        listening(server.Listeners);
     }
 
     public override async Task RunAsync(CancellationToken stopping)
     {
-        // The accept loop only ends when StopAccepting cancels it; ending any other way is a listener fault.
+        // The accept loops only end when StopAccepting cancels them; ending any other way is a listener fault.
         await server.AcceptLoop.WaitAsync(stopping).ConfigureAwait(false);
     }
 

@@ -43,13 +43,14 @@ public sealed class HttpRequest
     public string? Route { get; set; }
 
     public long ConnectionId { get; private set; }
-    /// <summary>The socket's peer: the client, or the balancer in front of it.</summary>
+    /// <summary>The socket's peer: the client, or the balancer in front of it; null on a Unix socket (its peer has no address).</summary>
     public IPEndPoint? RemoteEndPoint { get; private set; }
 
     /// <summary>
     /// The client's address: the socket peer, or, when the peer is one of the server's trusted proxies, the
     /// address its PROXY protocol header or X-Forwarded-For field names (Server/ClientAddress.cs has the
-    /// rule). Worked out on first use per request; null only without a socket (in-memory tests).
+    /// rule). Worked out on first use per request; null without a socket (in-memory tests) and on a Unix
+    /// socket unless a trusted proxy there named the client.
     /// </summary>
     public IPAddress? ClientAddress => _clientAddress ??= ResolveClientAddress(_head);
 
@@ -57,25 +58,31 @@ public sealed class HttpRequest
     private IPAddress? _connectionClient;
     private int _connectionClientPort;
     private IReadOnlyList<IPNetwork> _trustedProxies = [];
+    private bool _fromTrustedUnixPeer; // the connection client is a Unix-socket peer the options trust (no address)
     private IPAddress? _clientAddress;
 
     /// <summary>The address requests on this connection come from: the socket peer, or a trusted PROXY header's source.</summary>
     internal IPAddress? ConnectionClient => _connectionClient;
     internal int ConnectionClientPort => _connectionClientPort;
-    internal bool ConnectionClientIsTrusted => Server.ClientAddress.IsTrusted(_connectionClient, _trustedProxies);
+    internal bool ConnectionClientIsTrusted => _fromTrustedUnixPeer || Server.ClientAddress.IsTrusted(_connectionClient, _trustedProxies);
 
-    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies)
+    /// <param name="endPoint">The socket peer (null on a Unix socket), or a PROXY header's source.</param>
+    /// <param name="trustedProxies">The trust list.</param>
+    /// <param name="trustedUnixPeer">The peer is on a Unix socket and such peers are trusted (--trusted-proxies unix:).</param>
+    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies, bool trustedUnixPeer = false)
     {
         _connectionClient = endPoint is null ? null : Server.ClientAddress.Normalize(endPoint.Address);
         _connectionClientPort = endPoint?.Port ?? 0;
         _trustedProxies = trustedProxies;
+        _fromTrustedUnixPeer = trustedUnixPeer && endPoint is null;
         _clientAddress = null;
     }
 
     /// <summary>Not cached: also used for a rejected request, whose head this request object never saw in Reset.</summary>
     internal IPAddress? ResolveClientAddress(RequestHead head) =>
-        ConnectionClientIsTrusted ? Server.ClientAddress.FromForwardedFor(_connectionClient, head.Headers.GetValues("X-Forwarded-For"), _trustedProxies)
-            : _connectionClient;
+        _fromTrustedUnixPeer ? Server.ClientAddress.FromForwardedForOfTrustedPeer(head.Headers.GetValues("X-Forwarded-For"), _trustedProxies)
+        : ConnectionClientIsTrusted ? Server.ClientAddress.FromForwardedFor(_connectionClient, head.Headers.GetValues("X-Forwarded-For"), _trustedProxies)
+        : _connectionClient;
 
     /// <summary>
     /// Fires when this request can no longer be answered: the client went away (reset, failed write), or the

@@ -5,7 +5,8 @@ namespace PipeServer.Server;
 
 // Where this sits: beside the request, when something asks who the client is (the access log, or a
 // handler through HttpRequest.ClientAddress). The socket's peer is the answer unless that peer is a
-// balancer listed in --trusted-proxies; then what the balancer says is believed, and only that:
+// balancer listed in --trusted-proxies; then what the balancer says is believed, and only that. A peer on a
+// Unix socket has no address: it is trusted only with the entry "unix:" (nginx's set_real_ip_from unix:).
 //
 //   PROXY protocol header   read once per connection before the first request (ProxyProtocolReader);
 //                           its source address replaces the socket peer for every request on it.
@@ -40,6 +41,18 @@ public static class ClientAddress
         if (from is null) return null;
         var current = Normalize(from);
         if (!IsTrusted(current, trusted)) return current;
+        return Walk(current, forwardedFor, trusted);
+    }
+
+    /// <summary>
+    /// As <see cref="FromForwardedFor"/> for a request from a trusted peer without an address (a Unix-socket
+    /// peer with --trusted-proxies unix:): the walk starts at the right-most hop; null when the field names none.
+    /// </summary>
+    public static IPAddress? FromForwardedForOfTrustedPeer(IEnumerable<string> forwardedFor, IReadOnlyList<IPNetwork> trusted) =>
+        Walk(null, forwardedFor, trusted);
+
+    private static IPAddress? Walk(IPAddress? current, IEnumerable<string> forwardedFor, IReadOnlyList<IPNetwork> trusted)
+    {
         var hops = new List<string>();
         foreach (var value in forwardedFor)
             foreach (var part in value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))

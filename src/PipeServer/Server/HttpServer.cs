@@ -13,11 +13,14 @@ using PipeServer.Transports;
 
 namespace PipeServer.Server;
 
-// Where this sits: the top of a request's journey. StartAsync binds a TcpListener and creates the transport
-// (Transports/: sockets, or Linux event loops); the accept loop hands each socket to the transport, and runs
+// Where this sits: the top of a request's journey. StartAsync binds a TcpListener, or takes the listening
+// sockets it was given (systemd socket activation: TCP and Unix, UseListenSocket), and creates the transport
+// (Transports/: sockets, or Linux event loops); one accept loop per listener hands each socket to the transport, and runs
 // the TransportConnection it makes with an Http1Connection (protocol) over it, the pair registered in
 // _connections *before* it starts and removed in a finally *after* its socket is closed, so the registry
-// is always a superset of what is running. The transport is disposed last, once the connections are gone. ShutdownAsync is the graceful stop, as a sequence of named
+// is always a superset of what is running. Every listener feeds the one registry and the one connection cap,
+// and every shutdown phase covers every listener. An accept that fails for one connection never ends a loop;
+// only closing its listener does. The transport is disposed last, once the connections are gone. ShutdownAsync is the graceful stop, as a sequence of named
 // phases that each report what they did:
 //
 //   MarkNotReady -> DrainDelay -> StopAccepting -> RequestCloseAll -> WaitForDrain -> AbortRemaining
@@ -49,14 +52,17 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly ConcurrentDictionary<long, ConnectionEntry> _connections = new();
     private readonly CancellationTokenSource _acceptCts = new();
     private readonly CancellationTokenSource _abortCts = new();   // the deadline: every connection's token links to it
-    private TcpListener? _listener;
-    private Socket? _inheritedSocket;  // the listening socket systemd passed us, used instead of binding
-    private Task _acceptLoop = Task.CompletedTask;
+    private TcpListener? _listener;      // the one we bound, when no socket was given
+    private readonly List<(Socket Socket, string? Name)> _given = []; // UseListenSocket, before StartAsync; used instead of binding
+    private Listener[] _listeners = [];  // set once by StartAsync, read-only after
+    private Task[] _acceptLoops = [];     // one per listener
+    private Task _acceptLoop = Task.CompletedTask; // all of them (AcceptLoopsAsync)
     private Heartbeat? _heartbeat;
     private ConnectionTransport? _transport; // from StartAsync to the end of ShutdownAsync/DisposeAsync
     private readonly ConnectionRefusals _refusals;
-    // Accept loop only. One descriptor held back (on /dev/null) so that out of descriptors (EMFILE) the loop
-    // can still take a pending connection off the backlog and answer it, instead of leaving it to hang.
+    // The accept loops, one at a time (Interlocked.Exchange). One descriptor held back (on /dev/null) so that
+    // out of descriptors (EMFILE) a loop can still take a pending connection off the backlog and answer it,
+    // instead of leaving it to hang.
     private SafeHandle? _spareDescriptor;
     private long _nextConnectionId;
     private long _rejectedConnections;
@@ -83,12 +89,17 @@ public sealed partial class HttpServer : IAsyncDisposable
     public ServerLifetime Lifetime { get; } = new();
     /// <summary>The metrics instruments (meter "PipeServer"), one meter per server instance.</summary>
     public ServerMetrics Metrics { get; } = new();
-    /// <summary>The bound endpoint (the real port when 0 was asked). Set by StartAsync.</summary>
+    /// <summary>
+    /// The first TCP endpoint listened on (the real port when 0 was asked); null when every listener is a
+    /// Unix socket. Set by StartAsync. <see cref="Listeners"/> has them all.
+    /// </summary>
     public IPEndPoint? EndPoint { get; private set; }
+    /// <summary>Every socket accepted on, in order (the bound one, or the given ones). Set by StartAsync.</summary>
+    public IReadOnlyList<ListenerInfo> Listeners => _listeners.Select(l => l.Info).ToArray();
     public int ConnectionCount => _connections.Count;
     public long RejectedConnections => Interlocked.Read(ref _rejectedConnections);
     public long TotalConnections => Interlocked.Read(ref _totalConnections);
-    /// <summary>Completes when the accept loop ends; faults if the listener died (the service manager's fault channel watches it).</summary>
+    /// <summary>Completes when every accept loop has ended; faults as soon as one listener died (the service manager's fault channel watches it).</summary>
     public Task AcceptLoop => _acceptLoop;
 
     /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
@@ -104,11 +115,9 @@ public sealed partial class HttpServer : IAsyncDisposable
         _transport = ConnectionTransport.Create(_options.Transport, _logger);
         if (_transport.LoopCount > 0) LogTransportLoops(_logger, _transport.Name, _transport.LoopCount);
         else LogTransportPool(_logger, _transport.Name);
-        Socket listenSocket; // what the accept loop reads: the TcpListener's socket, or the inherited one
-        if (_inheritedSocket is not null)
+        if (_given.Count > 0)
         {
-            listenSocket = _inheritedSocket;
-            EndPoint = _inheritedSocket.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
+            _listeners = _given.Select(g => new Listener(g.Socket, new ListenerInfo(g.Socket.LocalEndPoint!, (int)g.Socket.Handle, g.Name))).ToArray();
         }
         else
         {
@@ -121,9 +130,9 @@ public sealed partial class HttpServer : IAsyncDisposable
                 throw;
             }
             _listener = listener;
-            listenSocket = listener.Server;
-            EndPoint = (IPEndPoint)listener.LocalEndpoint;
+            _listeners = [new Listener(listener.Server, new ListenerInfo(listener.LocalEndpoint, null, null))];
         }
+        EndPoint = _listeners.Select(l => l.Info.EndPoint).OfType<IPEndPoint>().FirstOrDefault();
 
         // One tick for every connection's deadlines: fine enough that a timeout fires within a quarter of its length.
         var shortest = new[] { _options.RequestHeaderTimeout, _options.KeepAliveTimeout, _options.MinRequestBodyDataRateGracePeriod, _options.MinResponseDataRateGracePeriod }
@@ -132,12 +141,40 @@ public sealed partial class HttpServer : IAsyncDisposable
         _heartbeat = new Heartbeat(tick, OnHeartbeat, _logger);
         _heartbeat.Start();
         _spareDescriptor = OpenSpareDescriptor();
-        _acceptLoop = AcceptLoopAsync(listenSocket);
+        _acceptLoops = _listeners.Select(AcceptLoopAsync).ToArray();
+        _acceptLoop = AcceptLoopsAsync();
         return Task.CompletedTask;
     }
 
-    /// <summary>Serve on an already-listening socket (systemd socket activation) instead of binding. Call before StartAsync.</summary>
-    public void UseListenSocket(Socket listening) => _inheritedSocket = listening;
+    /// <summary>
+    /// Serve on an already-listening stream socket (TCP or Unix; systemd socket activation) instead of binding
+    /// <see cref="HttpServerOptions.Address"/>:<see cref="HttpServerOptions.Port"/>. May be called for several
+    /// sockets, each served by its own accept loop; call before StartAsync. The server owns the socket from here on.
+    /// </summary>
+    /// <param name="listening">A bound, listening stream socket.</param>
+    /// <param name="name">What to call it in the log (systemd's FileDescriptorName=).</param>
+    public void UseListenSocket(Socket listening, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(listening);
+        if (listening.SocketType != SocketType.Stream) throw new ArgumentException($"not a stream socket ({listening.SocketType})", nameof(listening));
+        if (listening.AddressFamily is not (AddressFamily.InterNetwork or AddressFamily.InterNetworkV6 or AddressFamily.Unix))
+            throw new ArgumentException($"not a TCP or Unix socket ({listening.AddressFamily})", nameof(listening));
+        if (_transport is not null) throw new InvalidOperationException("UseListenSocket after StartAsync");
+        _given.Add((listening, name));
+    }
+
+    /// <summary>
+    /// How an accept loop takes the next connection off its listener. A seam for tests, which make an accept
+    /// fail the way the kernel can (ECONNABORTED, EPROTO, EMFILE...) to see that the loop survives it. Set before StartAsync.
+    /// </summary>
+    internal Func<Socket, CancellationToken, ValueTask<Socket>> AcceptSocket { get; set; } = static (listener, ct) => listener.AcceptAsync(ct);
+
+    /// <summary>A listening socket, what it is, and its accept loop.</summary>
+    private sealed class Listener(Socket socket, ListenerInfo info)
+    {
+        public Socket Socket { get; } = socket;
+        public ListenerInfo Info { get; } = info;
+    }
 
     /// <summary>
     /// Raised while the wait-for-drain phase waits, with the number of connections still open: when the wait
@@ -148,9 +185,38 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>Raised as each shutdown phase completes: (phase, what it did). sd_notify STATUS lines hang off it.</summary>
     public event Action<string, string>? PhaseCompleted;
 
-    private async Task AcceptLoopAsync(Socket listener)
+    /// <summary>
+    /// Runs one accept loop per listener. Completes when they have all ended (StopAccepting); faults with the
+    /// first that faulted, at once, so that a listener that died is a service fault even while others accept.
+    /// </summary>
+    private async Task AcceptLoopsAsync()
+    {
+        var pending = _acceptLoops.ToList();
+        while (pending.Count > 0)
+        {
+            var ended = await Task.WhenAny(pending).ConfigureAwait(false);
+            await ended.ConfigureAwait(false); // rethrows a fault
+            pending.Remove(ended);
+        }
+    }
+
+    /// <summary>StopAccepting's wait: every loop, the healthy ones too when one faulted (that fault is logged, once).</summary>
+    private async Task AwaitAcceptLoopsAsync()
+    {
+        try { await _acceptLoop.ConfigureAwait(false); } catch (Exception ex) { LogAcceptLoopFault(_logger, ex); }
+        try { await Task.WhenAll(_acceptLoops).ConfigureAwait(false); } catch (Exception) { } // the fault above
+        Interlocked.Exchange(ref _spareDescriptor, null)?.Dispose(); // no loop is left to use it
+    }
+
+    /// <summary>
+    /// One listener's loop. Nothing one connection does ends it: a failed accept(2) backs off and retries, a
+    /// connection that cannot be started is closed and logged. It ends when StopAccepting cancels it (the
+    /// listener closed); anything else escaping is a bug, and faults the loop.
+    /// </summary>
+    private async Task AcceptLoopAsync(Listener listener)
     {
         await Task.Yield();
+        int failures = 0; // consecutive failed accepts: the back-off grows with them; a success resets it
         try
         {
             while (true)
@@ -158,7 +224,8 @@ public sealed partial class HttpServer : IAsyncDisposable
                 Socket socket;
                 try
                 {
-                    socket = await listener.AcceptAsync(_acceptCts.Token).ConfigureAwait(false);
+                    socket = await AcceptSocket(listener.Socket, _acceptCts.Token).ConfigureAwait(false);
+                    failures = 0;
                 }
                 catch (Exception) when (_acceptCts.IsCancellationRequested)
                 {
@@ -171,30 +238,49 @@ public sealed partial class HttpServer : IAsyncDisposable
                     // so this does not happen in normal operation; when it does (a --max-connections above what
                     // the limit allows, a handler holding files), free the spare, take the connection, answer it.
                     _refusals.OutOfDescriptors();
-                    if (!await RefuseWithSpareDescriptorAsync(listener).ConfigureAwait(false))
+                    if (!await RefuseWithSpareDescriptorAsync(listener.Socket).ConfigureAwait(false))
                         await Task.Delay(50, _acceptCts.Token).ConfigureAwait(false); // nothing to take (or no spare): back off
                     continue;
                 }
-                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionAborted or SocketError.ConnectionReset or SocketError.NoBufferSpaceAvailable)
+                catch (SocketException ex)
                 {
-                    // A connection that died in the queue, or no kernel buffers: not fatal to the listener. Back off briefly.
-                    LogAcceptError(_logger, ex.SocketErrorCode);
-                    await Task.Delay(10).ConfigureAwait(false);
+                    // accept(2) reports a pending connection's own network error (ECONNABORTED, EPROTO, EHOSTUNREACH,
+                    // EPERM from a firewall rule...) and passing shortages (ENOBUFS, ENOMEM); the man page says to
+                    // retry. The first retry is at once, then the wait doubles up to a second, so a listener that
+                    // keeps failing costs at most one attempt and one line a second, and never ends the loop.
+                    failures++;
+                    if (IsPendingConnectionError(ex.SocketErrorCode)) LogAcceptConnectionError(_logger, listener.Info.Url, ex.SocketErrorCode);
+                    else LogAcceptError(_logger, listener.Info.Url, ex.SocketErrorCode, ex.NativeErrorCode);
+                    if (failures > 1) await Task.Delay(AcceptBackOff(failures), _acceptCts.Token).ConfigureAwait(false);
                     continue;
                 }
-                Accept(socket);
+                try
+                {
+                    Accept(socket);
+                }
+                catch (Exception ex)
+                {
+                    // One connection that could not be started (a peer already gone when its options were set, a
+                    // transport refusing it) is that connection's failure, not the listener's.
+                    if (ex is SocketException se) LogConnectionGoneAtStart(_logger, listener.Info.Url, se.SocketErrorCode);
+                    else LogConnectionStartFailed(_logger, listener.Info.Url, ex);
+                    socket.Dispose();
+                }
             }
         }
         catch (OperationCanceledException) when (_acceptCts.IsCancellationRequested)
         {
             // StopAccepting during a back-off
         }
-        finally
-        {
-            _spareDescriptor?.Dispose();
-            _spareDescriptor = null;
-        }
     }
+
+    /// <summary>The wait before the <paramref name="failures"/>th consecutive retry (≥ 2): 5 ms doubling, at most 1 s.</summary>
+    internal static TimeSpan AcceptBackOff(int failures) => TimeSpan.FromMilliseconds(Math.Min(1000, 5 << Math.Min(failures - 2, 8)));
+
+    /// <summary>Errors of the one connection being accepted (Linux accept(2), "Error handling"): normal network life, logged at debug.</summary>
+    private static bool IsPendingConnectionError(SocketError error) => error is SocketError.ConnectionAborted or SocketError.ConnectionReset
+        or SocketError.NetworkDown or SocketError.NetworkUnreachable or SocketError.HostDown or SocketError.HostUnreachable
+        or SocketError.ProtocolOption or SocketError.OperationNotSupported or SocketError.AccessDenied or SocketError.TimedOut;
 
     /// <summary>
     /// The EMFILE technique of libuv and libev: close the spare descriptor, accept the pending connection on
@@ -203,13 +289,13 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// </summary>
     private async Task<bool> RefuseWithSpareDescriptorAsync(Socket listener)
     {
-        if (_spareDescriptor is null)
+        var spare = Interlocked.Exchange(ref _spareDescriptor, null);
+        if (spare is null)
         {
-            _spareDescriptor = OpenSpareDescriptor(); // lost to another thread last time: try to get it back
+            PutBackSpareDescriptor(); // lost to another thread last time, or another loop holds it freed: try to get one back
             return false;
         }
-        _spareDescriptor.Dispose();
-        _spareDescriptor = null;
+        spare.Dispose();
         try
         {
             using var wait = CancellationTokenSource.CreateLinkedTokenSource(_acceptCts.Token);
@@ -223,8 +309,14 @@ public sealed partial class HttpServer : IAsyncDisposable
         catch (SocketException) { return false; } // another thread took the freed number first
         finally
         {
-            _spareDescriptor = OpenSpareDescriptor();
+            PutBackSpareDescriptor();
         }
+    }
+
+    private void PutBackSpareDescriptor()
+    {
+        var spare = OpenSpareDescriptor();
+        if (spare is not null && Interlocked.CompareExchange(ref _spareDescriptor, spare, null) is not null) spare.Dispose(); // another loop put one back first
     }
 
     private static SafeHandle? OpenSpareDescriptor()
@@ -244,13 +336,12 @@ public sealed partial class HttpServer : IAsyncDisposable
             RejectOverCapacity(socket);
             return;
         }
-        socket.NoDelay = true;
         long id = Interlocked.Increment(ref _nextConnectionId);
         var entry = new ConnectionEntry();
         var transport = _transport!.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
         entry.Transport = transport;
         entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
-            Metrics, _accessLog);
+            Metrics, _accessLog) { IsUnixPeer = transport.IsUnixPeer };
         _connections[id] = entry; // registered before it runs
         entry.Task = RunConnectionAsync(id, entry);
     }
@@ -286,7 +377,9 @@ public sealed partial class HttpServer : IAsyncDisposable
     private async Task<bool> AcceptProxyHeaderAsync(ConnectionEntry entry)
     {
         var peer = entry.Transport.RemoteEndPoint;
-        bool trusted = ClientAddress.IsTrusted(peer?.Address, _options.TrustedProxies);
+        // A Unix-socket peer (HAProxy's send-proxy to a unix@ server is a common set-up) has no address to
+        // match: it is trusted only when --trusted-proxies lists "unix:".
+        bool trusted = entry.Transport.IsUnixPeer ? _options.TrustUnixSocketPeers : ClientAddress.IsTrusted(peer?.Address, _options.TrustedProxies);
         var (outcome, header, reason) = await ProxyProtocolReader.ReadAsync(entry.Transport.Input, trusted, _options.RequestHeaderTimeout).ConfigureAwait(false);
         switch (outcome)
         {
@@ -296,7 +389,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             case ProxyReadOutcome.NoHeader:
                 return true;
             case ProxyReadOutcome.Rejected:
-                LogProxyHeaderRejected(_logger, entry.Protocol.Id, peer, trusted ? (reason == ProxyRejectionReason.None ? "no PROXY header from a trusted proxy" : reason.ToString()) : "PROXY header from an untrusted peer");
+                LogProxyHeaderRejected(_logger, entry.Protocol.Id, peer?.ToString() ?? (entry.Transport.IsUnixPeer ? Http1Connection.UnixPeerAddress : "-"), trusted ? (reason == ProxyRejectionReason.None ? "no PROXY header from a trusted proxy" : reason.ToString()) : "PROXY header from an untrusted peer");
                 await entry.Protocol.CloseBeforeFirstRequestAsync(ConnectionEndReason.BadRequest).ConfigureAwait(false);
                 return false;
             case ProxyReadOutcome.TimedOut:
@@ -395,22 +488,22 @@ public sealed partial class HttpServer : IAsyncDisposable
         await Task.Delay(_options.DrainDelay).ConfigureAwait(false);
     }
 
-    /// <summary>Phase 3: close the listener (new connects are refused) and wait for the accept loop to end.</summary>
+    /// <summary>Phase 3: close every listener (new connects are refused) and wait for their accept loops to end.</summary>
     private async Task<int> StopAcceptingAsync()
     {
         CloseListener();
-        try { await _acceptLoop.ConfigureAwait(false); } catch (Exception ex) { LogAcceptLoopFault(_logger, ex); }
+        await AwaitAcceptLoopsAsync().ConfigureAwait(false);
         int open = _connections.Count;
-        Phase("stop-accepting", $"listener closed; {open} connection(s) open");
+        Phase("stop-accepting", $"{(_listeners.Length == 1 ? "listener" : $"{_listeners.Length} listeners")} closed; {open} connection(s) open");
         return open;
     }
 
-    /// <summary>Ends the accept loop and closes the listening socket (an inherited one too: systemd keeps its own copy, so connections queue there for the next instance).</summary>
+    /// <summary>Ends every accept loop and closes every listening socket (given ones too: systemd keeps its own copies, so connections queue there for the next instance).</summary>
     private void CloseListener()
     {
         _acceptCts.Cancel();
         _listener?.Stop();
-        _inheritedSocket?.Dispose();
+        foreach (var (socket, _) in _given) socket.Dispose();
     }
 
     /// <summary>Phase 4: ask every connection to close after its current response; idle ones close now.</summary>
@@ -488,7 +581,8 @@ public sealed partial class HttpServer : IAsyncDisposable
         if (Volatile.Read(ref _shutdownStarted) == 0)
         {
             CloseListener();
-            try { await _acceptLoop.ConfigureAwait(false); } catch (Exception) { }
+            try { await Task.WhenAll(_acceptLoops).ConfigureAwait(false); } catch (Exception) { }
+            Interlocked.Exchange(ref _spareDescriptor, null)?.Dispose();
             _abortCts.Cancel();
             foreach (var (_, entry) in _connections) entry.Protocol.Abort(ConnectionEndReason.Aborted);
             try { await Task.WhenAll(_connections.Values.Select(e => e.Task)).WaitAsync(AbortGrace).ConfigureAwait(false); } catch (TimeoutException) { }
@@ -525,14 +619,23 @@ public sealed partial class HttpServer : IAsyncDisposable
     [LoggerMessage(EventId = 6, Level = LogLevel.Information, Message = "Shutdown: {Count} idle connection(s) received a request after their FIN (it raced the close; the client saw EOF before any response byte)")]
     private static partial void LogRacedIdleCloses(ILogger logger, long count);
 
-    [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept failed: {Error}; continuing")]
-    private static partial void LogAcceptError(ILogger logger, SocketError error);
+    [LoggerMessage(EventId = 3, Level = LogLevel.Warning, Message = "Accept on {Listener} failed: {Error} (errno {Errno}); continuing")]
+    private static partial void LogAcceptError(ILogger logger, string listener, SocketError error, int errno);
+
+    [LoggerMessage(EventId = 60, Level = LogLevel.Debug, Message = "Accept on {Listener}: the pending connection failed ({Error}); continuing")]
+    private static partial void LogAcceptConnectionError(ILogger logger, string listener, SocketError error);
+
+    [LoggerMessage(EventId = 62, Level = LogLevel.Debug, Message = "A connection accepted on {Listener} failed before it started ({Error}); closed it and continuing")]
+    private static partial void LogConnectionGoneAtStart(ILogger logger, string listener, SocketError error);
+
+    [LoggerMessage(EventId = 61, Level = LogLevel.Error, Message = "A connection accepted on {Listener} could not be started; closed it and continuing")]
+    private static partial void LogConnectionStartFailed(ILogger logger, string listener, Exception exception);
 
     [LoggerMessage(EventId = 4, Level = LogLevel.Error, Message = "Connection {ConnectionId} crashed")]
     private static partial void LogConnectionCrashed(ILogger logger, long connectionId, Exception exception);
 
     [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Connection {ConnectionId} from {Peer} closed before its first request: {Reason}")]
-    private static partial void LogProxyHeaderRejected(ILogger logger, long connectionId, IPEndPoint? peer, string reason);
+    private static partial void LogProxyHeaderRejected(ILogger logger, long connectionId, string peer, string reason);
 
     [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Transport {Transport}: {Loops} event loop(s), one thread each")]
     private static partial void LogTransportLoops(ILogger logger, string transport, int loops);

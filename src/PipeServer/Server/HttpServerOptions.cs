@@ -83,6 +83,14 @@ public sealed record HttpServerOptions
     public IReadOnlyList<IPNetwork> TrustedProxies { get; init; } = [];
 
     /// <summary>
+    /// Peers on a Unix socket count as trusted proxies (--trusted-proxies unix:, as nginx's set_real_ip_from
+    /// unix:). A Unix peer has no address to match against <see cref="TrustedProxies"/>, and who may connect is
+    /// decided by the socket file's permissions, so trusting them is a separate, explicit choice. Default off:
+    /// a Unix peer's X-Forwarded-For and PROXY header are not believed.
+    /// </summary>
+    public bool TrustUnixSocketPeers { get; init; }
+
+    /// <summary>
     /// Connections from <see cref="TrustedProxies"/> must start with a PROXY protocol header (v1 text or v2
     /// binary, detected; HAProxy's send-proxy / send-proxy-v2); a missing or malformed one closes the connection.
     /// Connections from other peers must not carry one (it closes them too). Default off.
@@ -110,7 +118,7 @@ public sealed record HttpServerOptions
         if (MaxRequestHeadersTotalSize < 64) throw new ArgumentException("max header size must be at least 64");
         if (MaxRequestHeaderCount < 1) throw new ArgumentException("max header count must be at least 1");
         if (MinRequestBodyDataRate < 0 || MinResponseDataRate < 0) throw new ArgumentException("minimum data rates must be 0 or more");
-        if (ProxyProtocol && TrustedProxies.Count == 0) throw new ArgumentException("the PROXY protocol needs trusted proxies");
+        if (ProxyProtocol && TrustedProxies.Count == 0 && !TrustUnixSocketPeers) throw new ArgumentException("the PROXY protocol needs trusted proxies");
         if (!Enum.IsDefined(Transport)) throw new ArgumentException($"unknown transport {Transport}");
         if (MaxInputBufferSize < MaxRequestHeadersTotalSize + MaxRequestLineSize)
             throw new ArgumentException("the input buffer must hold a whole request head");

@@ -22,7 +22,29 @@ public abstract class TransportConnection : IDuplexPipe, ITransportControl
 
     public abstract PipeReader Input { get; }
     public abstract PipeWriter Output { get; }
+    /// <summary>The peer's address; null on a Unix socket (see <see cref="IsUnixPeer"/>).</summary>
     public abstract IPEndPoint? RemoteEndPoint { get; }
+
+    /// <summary>The connection came in on a Unix stream socket: the peer has no address, and TCP options do not apply.</summary>
+    public bool IsUnixPeer { get; protected set; }
+
+    /// <summary>
+    /// What every transport does to a socket it takes: TCP_NODELAY (responses are written whole, and the
+    /// protocol flushes once per batch, so Nagle would only delay the last segment) where it applies, which
+    /// is TCP only; a Unix socket has no TCP options (setting one throws). Sets <see cref="IsUnixPeer"/>
+    /// and returns the peer's address, never asking a Unix socket for one.
+    /// </summary>
+    protected IPEndPoint? ConfigureAccepted(System.Net.Sockets.Socket socket)
+    {
+        if (socket.AddressFamily is System.Net.Sockets.AddressFamily.Unix)
+        {
+            IsUnixPeer = true;
+            return null;
+        }
+        if (socket.AddressFamily is System.Net.Sockets.AddressFamily.InterNetwork or System.Net.Sockets.AddressFamily.InterNetworkV6)
+            socket.NoDelay = true;
+        return socket.RemoteEndPoint as IPEndPoint;
+    }
 
     /// <summary>Moves bytes between the socket and the pipes; completes (never faults) when the socket is closed.</summary>
     public abstract Task RunAsync();

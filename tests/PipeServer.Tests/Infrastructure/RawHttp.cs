@@ -51,6 +51,19 @@ public sealed class RawConnection : IAsyncDisposable
         return new RawConnection(socket);
     }
 
+    /// <summary>Connects to a Unix stream socket (a socket-activated ListenStream=/path).</summary>
+    public static async Task<RawConnection> ConnectUnixAsync(string path, TimeSpan? timeout = null)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
+        try { await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cts.Token); }
+        catch { socket.Dispose(); throw; }
+        return new RawConnection(socket);
+    }
+
+    /// <summary>Wraps a socket the test connected itself (another family, another address).</summary>
+    public static RawConnection FromConnected(Socket socket) => new(socket);
+
     public Socket Socket => _socket;
 
     public Task SendAsync(string text) => SendAsync(Encoding.Latin1.GetBytes(text));

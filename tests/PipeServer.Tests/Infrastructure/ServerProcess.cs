@@ -113,6 +113,20 @@ public sealed partial class ServerProcess : IDisposable
     [GeneratedRegex(@"Listening on http://[^\s""]+:(\d+)")]
     private static partial Regex ListeningLine();
 
+    /// <summary>Waits (bounded) until a line of output contains <paramref name="text"/>; throws with the output so far if none does.</summary>
+    public async Task WaitForOutputAsync(string text, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(20));
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            bool exited = HasExited && _process.WaitForExit(5000); // an exited process: its last lines drained first
+            if (exited && Output.Contains(text, StringComparison.Ordinal)) return;
+            if (exited || DateTime.UtcNow > deadline)
+                throw new TimeoutException($"no output line contains '{text}'{(exited ? " (the process exited)" : "")}; output:\n{Output}");
+            await Task.Delay(20);
+        }
+    }
+
     public void Signal(int signal)
     {
         if (kill(_process.Id, signal) != 0) throw new InvalidOperationException($"kill({_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");

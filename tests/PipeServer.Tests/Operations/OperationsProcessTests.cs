@@ -7,7 +7,7 @@ using Xunit;
 
 namespace PipeServer.Tests.Operations;
 
-// Logs, systemd socket activation and sd_notify, against the real executable.
+// Logs and sd_notify, against the real executable (socket activation: SocketActivationTests.cs).
 public class OperationsProcessTests
 {
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
@@ -204,40 +204,6 @@ public class OperationsProcessTests
     /// </summary>
     private static string AccessLine(string method, string path, int status, int? bytes = null) =>
         $@"{method} {System.Text.RegularExpressions.Regex.Escape(path)}\S*[^\n]*?\s{status}\s" + (bytes is int b ? $@"{b}\b" : "");
-
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
-
-    [TheoryRequiringCommand("systemd-socket-activate", "systemd"), MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
-    public async Task Serves_on_the_socket_systemd_passes(string transport)
-    {
-        int port = FreePort();
-        using var server = ServerProcess.RunCommand(FactRequiringCommandAttribute.FindOnPath("systemd-socket-activate")!,
-            ["-l", $"127.0.0.1:{port}", "dotnet", ServerProcess.ExecutablePath, "--port", "1", "--heartbeat-interval", "0", "--transport", transport]);
-        // systemd-socket-activate binds, then starts the server when the first connection arrives.
-        // Poll (bounded) until it listens.
-        RawConnection? c = null;
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (c is null)
-        {
-            try { c = await RawConnection.ConnectAsync(port); }
-            catch (SocketException) when (DateTime.UtcNow < deadline && !server.HasExited) { await Task.Delay(50); }
-        }
-        await using (c)
-        {
-            await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
-            var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20));
-            Assert.Equal("Hello, World!", r.BodyText);
-        }
-        Assert.Contains("socket passed by systemd", server.Output);
-        Assert.Contains($"Listening on http://127.0.0.1:{port}", server.Output); // not port 1: nothing was bound
-        server.Signal(ServerProcess.SIGTERM);
-        Assert.Equal(0, await server.WaitForExitAsync());
-    }
 
     [Fact]
     public async Task Notifies_systemd_ready_stopping_and_status()

@@ -96,7 +96,7 @@ public sealed class LinuxConnection : TransportConnection
         _onPeerFailure = onPeerFailure;
         _onOutputReady = OnOutputReady;
         _onInputResumed = OnInputResumed;
-        RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
+        RemoteEndPoint = ConfigureAccepted(socket); // TCP_NODELAY on TCP only, and the peer's address (none on a Unix socket)
     }
 
     public override PipeReader Input => _input.Reader;

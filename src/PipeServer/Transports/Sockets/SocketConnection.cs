@@ -50,7 +50,7 @@ public sealed class SocketConnection : TransportConnection
         _input = new Pipe(inputOptions);
         _output = new Pipe(outputOptions);
         _onPeerFailure = onPeerFailure;
-        RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint;
+        RemoteEndPoint = ConfigureAccepted(socket);
     }
 
     public override PipeReader Input => _input.Reader;
