@@ -257,7 +257,7 @@ public static class CommandLine
                 ip = ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip;
                 network = new IPNetwork(ip, ip.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
             }
-            else throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address or a CIDR range");
+            else throw new CommandLineException($"--trusted-proxies: '{raw}' is not an address, a CIDR range or unix:");
             list.Add(network);
         }
         if (list.Count == 0 && !unix) throw new CommandLineException("--trusted-proxies: the list is empty");

@@ -32,7 +32,7 @@ namespace PipeServer.Server;
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
 public sealed partial class HttpServer : IAsyncDisposable
 {
-    /// <summary>url.scheme of every connection this server accepts: its listeners are plain TCP (no TLS yet).</summary>
+    /// <summary>url.scheme of every connection this server accepts: its listeners, TCP or Unix, are plain text (no TLS yet).</summary>
     public const string PlainTextScheme = "http";
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
