@@ -32,4 +32,8 @@ public sealed class FactRequiringCommandAttribute : FactAttribute
 public sealed class TheoryRequiringCommandAttribute : TheoryAttribute
 {
     public TheoryRequiringCommandAttribute(string command, string package) => Skip = FactRequiringCommandAttribute.SkipReason(command, package);
+
+    /// <summary>Needs two commands (e.g. haproxy in front of a socket-activated server): skipped with the first missing one's reason.</summary>
+    public TheoryRequiringCommandAttribute(string command, string package, string command2, string package2) =>
+        Skip = FactRequiringCommandAttribute.SkipReason(command, package) ?? FactRequiringCommandAttribute.SkipReason(command2, package2);
 }

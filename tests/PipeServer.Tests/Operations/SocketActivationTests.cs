@@ -218,4 +218,63 @@ public class SocketActivationTests
         }
         finally { File.Delete(path); }
     }
+
+    public static TheoryData<string> ProxyModes => new() { "send-proxy", "send-proxy-v2" };
+
+    [TheoryRequiringCommand("systemd-socket-activate", "systemd", "haproxy", "haproxy")]
+    [MemberData(nameof(TransportData.Cross), typeof(SocketActivationTests), nameof(ProxyModes), MemberType = typeof(TransportData))]
+    public async Task Haproxy_send_proxy_to_a_unix_socket_names_the_client_with_trusted_proxies_unix(string mode, string transport)
+    {
+        // `server s1 unix@/run/pipeserver.sock send-proxy`: the balancer's PROXY header over a Unix socket,
+        // believed because --trusted-proxies lists unix:. The client port proves the header was read.
+        var path = SocketPath();
+        int front = FreePort();
+        var config = Path.Combine(Path.GetTempPath(), $"pipeserver-haproxy-{Guid.NewGuid():N}.cfg");
+        File.WriteAllText(config, $"""
+            global
+                maxconn 100
+            defaults
+                mode http
+                timeout connect 2s
+                timeout client 20s
+                timeout server 20s
+            frontend f
+                bind 127.0.0.1:{front}
+                default_backend b
+            backend b
+                http-reuse never
+                server s1 unix@{path} {mode}
+            """ + "\n"); // HAProxy refuses a last line without LF
+        try
+        {
+            using var server = ServerProcess.RunCommand(Activator,
+                ["-l", path, .. Server(transport, "--proxy-protocol", "--trusted-proxies", "unix:", "--access-log", "--log-format", "json")]);
+            using var haproxy = ServerProcess.RunCommand(FactRequiringCommandAttribute.FindOnPath("haproxy")!, ["-f", config, "-db"]);
+            await using (var c = await ConnectAsync(haproxy, () => RawConnection.ConnectAsync(front)))
+            {
+                int clientPort = ((IPEndPoint)c.Socket.LocalEndPoint!).Port;
+                await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+                var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20)); // the first connection starts the server
+                Assert.Equal(200, r.Status);
+                // Directly on the Unix socket without a header: a trusted peer must send one, so it is refused.
+                await using (var direct = await RawConnection.ConnectUnixAsync(path))
+                {
+                    await direct.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+                    Assert.Contains(await direct.WaitForCloseAsync(), RawConnection.ClosedWithoutAnswer);
+                }
+                server.Signal(ServerProcess.SIGTERM);
+                Assert.Equal(0, await server.WaitForExitAsync());
+                var access = server.StandardOutputLines.Where(l => l.StartsWith('{')).Select(l => JsonDocument.Parse(l).RootElement)
+                    .Single(d => d.GetProperty("Category").GetString() == "PipeServer.AccessLog").GetProperty("State");
+                Assert.Equal("127.0.0.1", access.GetProperty("ClientAddress").GetString());
+                Assert.Equal(clientPort, access.GetProperty("ClientPort").GetInt32());
+                Assert.Equal("unix:", access.GetProperty("PeerAddress").GetString());
+            }
+        }
+        finally
+        {
+            File.Delete(config);
+            File.Delete(path);
+        }
+    }
 }
