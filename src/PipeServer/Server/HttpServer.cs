@@ -169,7 +169,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// </summary>
     internal Func<Socket, CancellationToken, ValueTask<Socket>> AcceptSocket { get; set; } = static (listener, ct) => listener.AcceptAsync(ct);
 
-    /// <summary>A listening socket, what it is, and its accept loop.</summary>
+    /// <summary>A listening socket and what it is (its accept loop: the same index in _acceptLoops).</summary>
     private sealed class Listener(Socket socket, ListenerInfo info)
     {
         public Socket Socket { get; } = socket;
