@@ -198,6 +198,19 @@ public class SocketActivationTests
     }
 
     [TheoryRequiringCommand("systemd-socket-activate", "systemd"), MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Accept_yes_passes_a_connected_socket_which_is_refused_with_the_fix_named(string transport)
+    {
+        // Accept=yes (the activator's -a): one instance per connection, fd 3 the connection itself. PipeServer
+        // is a server with its own accept loop: it says to use Accept=no, and exits 1.
+        int port = FreePort();
+        using var activator = ServerProcess.RunCommand(Activator, ["-a", "-l", $"127.0.0.1:{port}", .. Server(transport)]);
+        await using var c = await ConnectAsync(activator, () => RawConnection.ConnectAsync(port));
+        Assert.Contains(await c.WaitForCloseAsync(TimeSpan.FromSeconds(20)), RawConnection.ClosedWithoutAnswer); // the instance exits
+        await activator.WaitForOutputAsync("fd 3 (unknown) is not a listening stream socket: a stream socket that is not listening (a connected one, as Accept=yes passes: use Accept=no); ignored");
+        Assert.Contains("no listening stream socket", activator.Output);
+    }
+
+    [TheoryRequiringCommand("systemd-socket-activate", "systemd"), MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task Sigterm_drains_a_response_in_flight_on_a_unix_socket_and_exits_0(string transport)
     {
         var path = SocketPath();
