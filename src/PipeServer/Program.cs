@@ -25,10 +25,11 @@ public static class Program
     {
         // Before anything opens a descriptor: the limit decides the default connection cap.
         var descriptors = FileDescriptorLimit.RaiseSoftToHard();
+        var environment = ReadEnvironment();
         ExecutableOptions? options;
         try
         {
-            options = CommandLine.Parse(args, ReadEnvironment(), descriptors?.Limit);
+            options = CommandLine.Parse(args, environment, descriptors?.Limit);
         }
         catch (CommandLineException ex)
         {
@@ -41,11 +42,15 @@ public static class Program
             return ExitClean;
         }
 
+        // Before the thread pool starts its first worker (it reads the setting then): Hosting/ThreadPoolSpinning.cs.
+        string? spinning = options.Server.Transport == Transports.TransportKind.Linux ? ThreadPoolSpinning.DisableSpinning(environment) : null;
+
         // The operational log at --log-level; the access log and the Listening line whatever it says (Hosting/ConsoleLogging.cs).
         using var logging = new ConsoleLogging(options);
         var loggerFactory = logging.Factory;
         var logger = loggerFactory.CreateLogger("PipeServer");
         LogDescriptorLimit(logger, descriptors, options);
+        if (spinning is not null) logger.LogDebug("Event loops: {Spinning}", spinning);
         using var notifier = new SystemdNotifier();
 
         var router = new Router();
