@@ -43,7 +43,10 @@ public static class Program
         }
 
         // Before the thread pool starts its first worker (it reads the setting then): Hosting/ThreadPoolSpinning.cs.
-        string? spinning = options.Server.Transport == Transports.TransportKind.Linux ? ThreadPoolSpinning.DisableSpinning(environment) : null;
+        // Auto too where it will be linux (should linux then fail to start, sockets runs with the spinning off: a rare fall-back).
+        bool eventLoops = options.Server.Transport == Transports.TransportKind.Linux
+            || options.Server.Transport == Transports.TransportKind.Auto && Transports.Linux.LinuxTransport.IsSupported;
+        string? spinning = eventLoops ? ThreadPoolSpinning.DisableSpinning(environment) : null;
 
         // The operational log at --log-level; the access log and the Listening line whatever it says (Hosting/ConsoleLogging.cs).
         using var logging = new ConsoleLogging(options);

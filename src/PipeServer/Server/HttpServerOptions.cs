@@ -100,7 +100,8 @@ public sealed record HttpServerOptions
     /// <summary>
     /// What moves the bytes between sockets and connections (Transports/). Default
     /// <see cref="TransportKind.Sockets"/>, on every OS; <see cref="TransportKind.Linux"/> runs epoll event loops,
-    /// one per CPU the process may use, and there a handler that blocks its thread stalls its loop's other connections.
+    /// one per CPU the process may use, and there a handler that blocks its thread stalls its loop's other connections;
+    /// <see cref="TransportKind.Auto"/> is Linux where it runs and sockets elsewhere (or, with a warning, when it cannot start).
     /// </summary>
     public TransportKind Transport { get; init; } = TransportKind.Sockets;
 

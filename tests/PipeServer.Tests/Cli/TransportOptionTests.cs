@@ -19,13 +19,14 @@ public class TransportOptionTests
         Assert.Equal(TransportKind.Linux, CommandLine.Parse(["--transport", "linux"], NoEnv)!.Server.Transport);
         Assert.Equal(TransportKind.Linux, CommandLine.Parse([], new Dictionary<string, string?> { ["PIPESERVER_TRANSPORT"] = "LINUX" })!.Server.Transport);
         Assert.Equal(TransportKind.Sockets, CommandLine.Parse(["--transport=sockets"], new Dictionary<string, string?> { ["PIPESERVER_TRANSPORT"] = "linux" })!.Server.Transport);
+        Assert.Equal(TransportKind.Auto, CommandLine.Parse(["--transport", "auto"], NoEnv)!.Server.Transport);
     }
 
     [Fact]
     public void An_unknown_transport_is_a_clear_error()
     {
         var ex = Assert.Throws<CommandLineException>(() => CommandLine.Parse(["--transport", "iouring"], NoEnv));
-        Assert.Equal("--transport: 'iouring' is not sockets or linux", ex.Message);
+        Assert.Equal("--transport: 'iouring' is not auto, sockets or linux", ex.Message);
     }
 
     [Fact]
