@@ -65,7 +65,7 @@ public static class CommandLine
         new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64), and unix: for peers on a Unix socket: only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
-        new("transport", "NAME", "auto, sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop, and fails the start (exit 1) if they cannot run; auto is linux on Linux and sockets elsewhere, falling back to sockets with a warning if linux cannot start"),
+        new("transport", "NAME", "auto, sockets or linux (default auto); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop, and fails the start (exit 1) if they cannot run; auto is linux on Linux and sockets elsewhere, falling back to sockets with a warning if linux cannot start"),
     ];
 
     public static string Usage()

@@ -11,7 +11,7 @@ namespace PipeServer.Transports;
 // lives as long as the server: created at StartAsync, disposed at the end of shutdown, after the
 // connections are gone (the Linux one owns event-loop threads).
 //
-//   Sockets/  the portable default: .NET's socket engine, two async loops per connection on the thread pool
+//   Sockets/  the portable one: .NET's socket engine, two async loops per connection on the thread pool
 //   Linux/    epoll event loops, one per usable CPU, the protocol run inline on the loop (run to completion)
 
 /// <summary>Which transport an <see cref="Server.HttpServer"/> uses.</summary>
@@ -21,7 +21,7 @@ public enum TransportKind
     Sockets,
     /// <summary>epoll event loops, one per CPU the process may use: Linux only; failing to start them fails the start.</summary>
     Linux,
-    /// <summary>Linux on Linux, sockets elsewhere; if the Linux transport cannot start, a warning and sockets.</summary>
+    /// <summary>Linux on Linux, sockets elsewhere; if the Linux transport cannot start, a warning and sockets. The default.</summary>
     Auto,
 }
 
