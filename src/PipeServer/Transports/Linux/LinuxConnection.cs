@@ -88,8 +88,10 @@ public sealed class LinuxConnection : TransportConnection
         _loop = loop;
         // The fd is ours from here on: nothing may start an async operation on this Socket, or the runtime
         // would register the same fd in its own epoll set and race us for the bytes. Sync calls (options,
-        // endpoints) are fine. Non-blocking as well as MSG_DONTWAIT on every call: the loop must never sleep in a syscall.
-        _socket.Blocking = false;
+        // endpoints) are fine. The fd stays in blocking mode, as accept4 made it: every recv and send passes
+        // MSG_DONTWAIT, and nothing else the loop calls can block (shutdown, ioctl, getsockopt; close, since
+        // SO_LINGER is either off or 0). Socket.Blocking = false would cost two fcntl per accept and make the
+        // runtime create its SocketAsyncContext (a few hundred bytes per connection, never used here).
         _handle = socket.SafeHandle;
         _fd = (int)_handle.DangerousGetHandle();
         _input = new Pipe(loop.Adapt(inputOptions));
