@@ -88,7 +88,10 @@ public sealed class HttpRequest
     /// Fires when this request can no longer be answered: the client went away (reset, failed write), or the
     /// server aborted the connection (shutdown deadline). Pass it to any wait inside a handler.
     /// </summary>
-    public CancellationToken Aborted { get; private set; }
+    // Asked of the connection each time: it makes its token source only when someone first asks (a GET-only
+    // keep-alive connection never does, and an idle one then holds no linked source and registration).
+    public CancellationToken Aborted => _owner?.Aborted ?? default;
+    private IRequestOwner? _owner;
 
     /// <summary>
     /// Fires when the server starts draining for shutdown. The current response will still be sent in full;
@@ -98,10 +101,10 @@ public sealed class HttpRequest
 
     private static readonly HttpHeaders EmptyHeaders = new();
 
-    internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, CancellationToken aborted, CancellationToken draining)
+    internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, IRequestOwner owner, CancellationToken draining)
     {
         _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
-        Aborted = aborted; Draining = draining; Route = null; _clientAddress = null;
+        _owner = owner; Draining = draining; Route = null; _clientAddress = null;
     }
 
     /// <summary>The first value of a query parameter, percent-decoded, or null.</summary>
@@ -116,4 +119,11 @@ public sealed class HttpRequest
         }
         return null;
     }
+}
+
+/// <summary>The connection a request belongs to, as the request sees it: where its Aborted token comes from.</summary>
+internal interface IRequestOwner
+{
+    /// <summary>Fires when the request can no longer be answered (made on first use).</summary>
+    CancellationToken Aborted { get; }
 }

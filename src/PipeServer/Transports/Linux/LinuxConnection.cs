@@ -58,7 +58,7 @@ public sealed class LinuxConnection : TransportConnection
     private readonly Action _onPeerFailure;
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Action _onOutputReady;   // continuation of the pending output read (runs on the loop)
-    private readonly Action _onInputResumed;  // continuation of a paused input flush (runs on the loop)
+    private Action? _onInputResumed;          // continuation of a paused input flush (runs on the loop); made the first time input pauses (loop only)
 
     // Any thread.
     private volatile bool _aborted;
@@ -98,7 +98,6 @@ public sealed class LinuxConnection : TransportConnection
         _output = new Pipe(loop.Adapt(outputOptions));
         _onPeerFailure = onPeerFailure;
         _onOutputReady = OnOutputReady;
-        _onInputResumed = OnInputResumed;
         RemoteEndPoint = ConfigureAccepted(socket); // TCP_NODELAY on TCP only, and the peer's address (none on a Unix socket)
     }
 
@@ -273,7 +272,7 @@ public sealed class LinuxConnection : TransportConnection
                 _inputState = InputState.Paused; // backpressure: stop reading the socket until the reader catches up
                 UpdateInterest();
                 _pausedFlush = flush;
-                flush.GetAwaiter().UnsafeOnCompleted(_onInputResumed);
+                flush.GetAwaiter().UnsafeOnCompleted(_onInputResumed ??= OnInputResumed); // rare: most connections never pause
             }
             return;
         }
