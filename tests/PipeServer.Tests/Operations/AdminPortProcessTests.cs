@@ -71,7 +71,7 @@ public partial class AdminPortProcessTests
         using var server = await ServerProcess.StartOnAsync(transport, "--admin-port", "0", "--drain-delay", "0.3", "--shutdown-timeout", "30");
         int admin = AdminPortOf(server);
         await using var slow = await RawConnection.ConnectAsync(server.Port);
-        await slow.SendAsync("GET /slow?ms=4000 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await slow.SendAsync("GET /slow?ms=6000 HTTP/1.1\r\nHost: a\r\n\r\n");
         // In its handler: read from the admin port's /metrics (the scrape there is not in the traffic meter).
         var clock = Stopwatch.StartNew();
         while (Metric((await GetAsync(admin, "/metrics")).BodyText, "http_server_active_requests") < 1)
@@ -207,15 +207,20 @@ public partial class AdminPortProcessTests
         using var server = ServerProcess.RunCommand(activator,
             ["-l", $"127.0.0.1:{traffic}", "-l", $"127.0.0.1:{admin}", "--fdname=http:admin",
              "dotnet", ServerProcess.ExecutablePath, "--heartbeat-interval", "0", "--transport", transport, "--admin-port", "1", "--admin-on-traffic-port", "false"]);
-        // The first connection starts the server; until it listens the connection waits in the backlog.
+        // The first connection starts the server; until it listens the connection waits in the backlog (the
+        // activator may not have bound yet either: retry the connect, bounded), and its answer waits for the start.
         var deadline = DateTime.UtcNow.AddSeconds(20);
-        RawResponse first;
+        RawConnection c;
         while (true)
         {
-            try { first = await GetAsync(traffic, "/plaintext"); break; }
-            catch (Exception ex) when (ex is SocketException or TimeoutException or IOException && DateTime.UtcNow < deadline && !server.HasExited) { await Task.Delay(50); }
+            try { c = await RawConnection.ConnectAsync(traffic); break; }
+            catch (SocketException) when (DateTime.UtcNow < deadline && !server.HasExited) { await Task.Delay(50); }
         }
-        Assert.Equal(200, first.Status);
+        await using (c)
+        {
+            await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            Assert.Equal(200, (await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20))).Status);
+        }
         await server.WaitForOutputAsync($"Admin listening on http://127.0.0.1:{admin} (fd 4, name admin)");
         Assert.Equal(200, (await GetAsync(admin, "/readyz")).Status);
         Assert.Equal(404, (await GetAsync(traffic, "/readyz")).Status); // admin only: the passed admin socket counts as the admin port
