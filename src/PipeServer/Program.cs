@@ -101,7 +101,7 @@ public static class Program
 
         var services = new List<HostedService>();
         // First, so that it is stopped last: the admin port answers through the traffic server's whole shutdown.
-        if (admin is not null) services.Add(new AdminService(admin, listeners => { foreach (var l in listeners) logging.AnnounceAdminListening(l); }));
+        if (admin is not null) services.Add(new AdminService(admin, passedAdmin.Count > 0 ? null : options.Admin, listeners => { foreach (var l in listeners) logging.AnnounceAdminListening(l); }));
         services.Add(
             new HttpServerService(server, listeners =>
             {

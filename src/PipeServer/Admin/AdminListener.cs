@@ -66,7 +66,10 @@ public static class AdminListener
 /// stops last. A bind failure fails the start (exit 1) with the admin address in the message; its stop is
 /// always clean: a probe cut at exit is not a request of the service's traffic (exit 2 is for those).
 /// </summary>
-public sealed class AdminService(HttpServer admin, Action<IReadOnlyList<ListenerInfo>> listening) : HostedService
+/// <param name="admin">The admin listener's server (options from <see cref="AdminListener.Options"/>).</param>
+/// <param name="endPoint">Where it binds, for the start failure's message (null: it serves a socket it was given).</param>
+/// <param name="listening">Hears its listeners once it accepts (the "Admin listening on" lines).</param>
+public sealed class AdminService(HttpServer admin, AdminEndPoint? endPoint, Action<IReadOnlyList<ListenerInfo>> listening) : HostedService
 {
     public override string Name => "admin";
 
@@ -78,7 +81,8 @@ public sealed class AdminService(HttpServer admin, Action<IReadOnlyList<Listener
         }
         catch (SocketException ex)
         {
-            throw new InvalidOperationException($"admin port: {HttpServerService.Describe(ex)}", ex);
+            var where = endPoint is null ? "" : " " + (endPoint.Address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{endPoint.Address}]" : endPoint.Address.ToString()) + ":" + endPoint.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            throw new InvalidOperationException($"admin port{where} (--admin-port): {HttpServerService.Describe(ex)}", ex);
         }
         listening(admin.Listeners);
     }

@@ -171,7 +171,7 @@ public partial class AdminPortProcessTests
         int port = ((IPEndPoint)taken.LocalEndpoint).Port;
         using var server = ServerProcess.Run(["--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", "--transport", transport, "--admin-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
         Assert.Equal(1, await server.WaitForExitAsync());
-        Assert.Contains("Service admin failed to start: admin port: the address and port are already in use", server.Output);
+        Assert.Contains($"Service admin failed to start: admin port 127.0.0.1:{port} (--admin-port): the address and port are already in use", server.Output);
         Assert.DoesNotContain("Listening on", server.Output); // the traffic port was never opened
     }
 
