@@ -36,8 +36,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     public const string PlainTextScheme = "http";
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
-    /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
-    private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+    /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them (a stop's bound is drain delay + shutdown timeout + this).</summary>
+    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
 
     private readonly HttpServerOptions _options;

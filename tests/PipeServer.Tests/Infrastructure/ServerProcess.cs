@@ -24,6 +24,8 @@ public sealed partial class ServerProcess : IDisposable
     private ServerProcess(Process process) => _process = process;
 
     public int Port { get; private set; }
+    /// <summary>The admin port (--admin-port), from the "Admin listening on" line, which comes before the traffic port's; null when there is none.</summary>
+    public int? AdminPort { get; private set; }
     public int Pid => _process.Id;
     public string Output { get { lock (_output) return string.Join('\n', _output); } }
     /// <summary>Standard output alone, line by line (Output interleaves standard error too).</summary>
@@ -105,6 +107,8 @@ public sealed partial class ServerProcess : IDisposable
     {
         if (line is null) return;
         lock (_output) _output.Add(line);
+        var admin = AdminListeningLine().Match(line);
+        if (admin.Success) AdminPort = int.Parse(admin.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         var m = ListeningLine().Match(line);
         if (m.Success) _port.TrySetResult(int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
     }
@@ -112,6 +116,9 @@ public sealed partial class ServerProcess : IDisposable
     // Also inside a JSON event (--log-format json), where a quote ends the URL.
     [GeneratedRegex(@"Listening on http://[^\s""]+:(\d+)")]
     private static partial Regex ListeningLine();
+
+    [GeneratedRegex(@"Admin listening on http://[^\s""]+:(\d+)")]
+    private static partial Regex AdminListeningLine();
 
     /// <summary>Waits (bounded) until a line of output contains <paramref name="text"/>; throws with the output so far if none does.</summary>
     public async Task WaitForOutputAsync(string text, TimeSpan? timeout = null)
