@@ -33,9 +33,21 @@ public sealed class HttpRequest
     public long? ContentLength => _head.ContentLength >= 0 ? _head.ContentLength : null;
     public bool IsChunked => _head.IsChunked;
 
-    /// <summary>The body, streamed: reading never returns bytes past this request's end.</summary>
+    /// <summary>
+    /// The body as a <see cref="System.IO.Pipelines.PipeReader"/>, streamed: slices of the connection's buffer
+    /// (no copy), never a byte past this request's end. Each read is bounded: a body over the server's
+    /// MaxRequestBodySize, malformed chunked framing or a too slow upload ends the request (413, 400, 408).
+    /// </summary>
     public RequestBody Body { get; private set; } = null!;
+    /// <summary>The body as a read-only <see cref="Stream"/> over <see cref="Body"/> (one per connection: do not dispose it or keep it).</summary>
     public Stream BodyStream => Body.AsStream();
+
+    /// <summary>
+    /// Reads the whole body as JSON through source-generated metadata (a <c>JsonSerializerContext</c>'s
+    /// property). Malformed JSON is a <see cref="System.Text.Json.JsonException"/>: catch it to answer 400.
+    /// </summary>
+    public ValueTask<T?> ReadJsonAsync<T>(System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
+        System.Text.Json.JsonSerializer.DeserializeAsync(BodyStream, typeInfo, cancellationToken);
     /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
     public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
 
