@@ -69,13 +69,18 @@ public sealed class Router
         return this;
     }
 
+    /// <summary>Maps GET (and so HEAD) on <paramref name="path"/>; see <see cref="Map"/>.</summary>
     public Router MapGet(string path, RequestHandler handler) => Map("GET", path, handler);
+    /// <summary>Maps POST on <paramref name="path"/>; see <see cref="Map"/>.</summary>
     public Router MapPost(string path, RequestHandler handler) => Map("POST", path, handler);
+    /// <summary>Maps PUT on <paramref name="path"/>; see <see cref="Map"/>.</summary>
     public Router MapPut(string path, RequestHandler handler) => Map("PUT", path, handler);
+    /// <summary>Maps DELETE on <paramref name="path"/>; see <see cref="Map"/>.</summary>
     public Router MapDelete(string path, RequestHandler handler) => Map("DELETE", path, handler);
+    /// <summary>Maps PATCH on <paramref name="path"/>; see <see cref="Map"/>.</summary>
     public Router MapPatch(string path, RequestHandler handler) => Map("PATCH", path, handler);
 
-    /// <summary>The RequestHandler to give the server.</summary>
+    /// <summary>The <see cref="RequestHandler"/> to give the server (<c>new HttpServer(options, router.HandleAsync)</c>) or an <c>InMemoryServer</c>.</summary>
     public ValueTask HandleAsync(HttpRequest request, HttpResponse response)
     {
         _frozen = true;
