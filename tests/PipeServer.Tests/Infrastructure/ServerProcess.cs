@@ -63,6 +63,23 @@ public sealed partial class ServerProcess : IDisposable
         return ListeningAsync(p);
     }
 
+    /// <summary>
+    /// Starts one of the repository's sample programs (samples/NAME, built with the tests' configuration) and
+    /// waits (bounded) for its "Listening on" line, as <see cref="StartAsync"/> does for the executable.
+    /// </summary>
+    public static Task<ServerProcess> StartSampleAsync(string name, params string[] args)
+    {
+        // AppContext.BaseDirectory is tests/PipeServer.Tests/bin/CONFIGURATION/TFM/.
+        var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string tfm = testBin.Name, configuration = testBin.Parent!.Name;
+        var root = testBin;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "PipeServer.sln"))) root = root.Parent;
+        if (root is null) throw new DirectoryNotFoundException($"no PipeServer.sln above {AppContext.BaseDirectory}");
+        var dll = Path.Combine(root.FullName, "samples", name, "bin", configuration, tfm, name + ".dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"sample {name} is not built", dll);
+        return ListeningAsync(RunCommand("dotnet", [dll, .. args]));
+    }
+
     /// <summary>Waits (bounded) for the "Listening on" line and takes the port from it; a server that never listens is killed.</summary>
     private static async Task<ServerProcess> ListeningAsync(ServerProcess p)
     {
