@@ -188,7 +188,7 @@ public class OperationsProcessTests
         var (readerEnd, readerError) = await reader.WaitAsync(TimeSpan.FromSeconds(20));
         // A started 200 can only be cut (RST); a 408 is a whole answer, closed with a FIN. Nothing else is right.
         Assert.True((uploadStatus, uploadClose) is ("HTTP/1.1 200", CloseKind.Reset) or ("HTTP/1.1 408", CloseKind.Fin),
-            $"the slow upload ended with '{uploadStatus}' and {uploadClose}");
+            $"the slow upload ended with '{uploadStatus}' and {uploadClose}; the server logged:\n{server.Output}");
         Assert.True(uploadEnd >= TimeSpan.FromSeconds(4.5), $"the slow upload was cut after {uploadEnd.TotalSeconds} s, inside the 5 s grace");
         Assert.True(readerError is System.Net.Sockets.SocketError.ConnectionReset or System.Net.Sockets.SocketError.Shutdown,
             $"the client that stopped reading was not reset (its upload ended with {readerError} after {readerEnd.TotalSeconds} s)");
