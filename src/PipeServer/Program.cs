@@ -6,6 +6,8 @@ using PipeServer.Demo;
 using PipeServer.Hosting;
 using PipeServer.Routing;
 using PipeServer.Server;
+using PipeServer.StaticFiles;
+using PipeServer.Http;
 
 namespace PipeServer;
 
@@ -49,9 +51,16 @@ public static class Program
         using var notifier = new SystemdNotifier();
 
         var router = new Router();
-        await using var server = new HttpServer(options.Server, router.HandleAsync,
+        // --root: the probes (and /metrics) first, then the files; otherwise the demo endpoints (StaticFiles/ProbesThenFiles.cs).
+        RequestHandler app = router.HandleAsync;
+        if (options.Root is { } servedRoot)
+            app = new ProbesThenFiles([.. DemoEndpoints.ProbePaths, .. options.Metrics ? ["/metrics"] : Array.Empty<string>()],
+                router.HandleAsync, new StaticFileHandler(new StaticFileOptions { Root = servedRoot }).HandleAsync).HandleAsync;
+        await using var server = new HttpServer(options.Server, app,
             loggerFactory.CreateLogger("PipeServer.Server"), logging.AccessLogger);
-        DemoEndpoints.Map(router, server.Lifetime);
+        if (options.Root is not null) DemoEndpoints.MapProbes(router, server.Lifetime);
+        else DemoEndpoints.Map(router, server.Lifetime);
+        if (options.Root is not null) logger.LogInformation("Serving files from {Root}", options.Root);
         using var metricsEndpoint = options.Metrics ? new MetricsEndpoint(server.Metrics) : null;
         metricsEndpoint?.Map(router);
 

@@ -20,6 +20,9 @@ public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan Heartb
 {
     /// <summary>"--address", "PIPESERVER_PORT"...: where the listen address was set, for the warning that socket activation ignores them.</summary>
     public IReadOnlyList<string> ListenOptionsGiven { get; init; } = [];
+
+    /// <summary>--root: the real path of the directory to serve instead of the demo endpoints, or null (StaticFiles/).</summary>
+    public string? Root { get; init; }
 }
 
 public enum LogFormat { Text, Json }
@@ -65,6 +68,7 @@ public static class CommandLine
         new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64), and unix: for peers on a Unix socket: only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
+        new("root", "DIR", "serve the files under DIR for GET and HEAD instead of the demo endpoints (/healthz, /readyz and --metrics stay); DIR must exist and be readable"),
         new("transport", "NAME", "sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop"),
     ];
 
@@ -202,7 +206,16 @@ public static class CommandLine
         foreach (var name in (string[])["address", "port"])
             if (fromArgs.Contains(name)) listenGiven.Add("--" + name);
             else if (values.ContainsKey(name)) listenGiven.Add("PIPESERVER_" + name.ToUpperInvariant());
-        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings) { ListenOptionsGiven = listenGiven };
+        string? root = null;
+        if (values.TryGetValue("root", out var rootValue))
+        {
+            try { root = StaticFiles.StaticFileHandler.CheckRoot(rootValue); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+            {
+                throw new CommandLineException($"--root: {ex.Message}");
+            }
+        }
+        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings) { ListenOptionsGiven = listenGiven, Root = root };
     }
 
     /// <summary>Names only: Enum.TryParse would also take "42" or "2", and a level of 42 silently logs nothing.</summary>

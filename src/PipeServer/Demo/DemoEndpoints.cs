@@ -25,6 +25,15 @@ public static class DemoEndpoints
         router.MapGet("/slow", SlowAsync);
         router.MapGet("/stream", StreamAsync);
 
+        return MapProbes(router, lifetime);
+    }
+
+    /// <summary>The paths <see cref="MapProbes"/> maps: what the executable keeps in front of --root.</summary>
+    public static readonly IReadOnlyList<string> ProbePaths = ["/healthz", "/readyz"];
+
+    /// <summary>The health probes alone: the executable maps these (and not the demo) when it serves files.</summary>
+    public static Router MapProbes(Router router, ServerLifetime lifetime)
+    {
         // Liveness: the process is up and serving. Stays 200 until exit, shutdown included.
         router.MapGet("/healthz", (_, res) => res.WriteTextAsync("ok\n"));
 
