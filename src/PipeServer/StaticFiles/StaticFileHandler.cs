@@ -31,7 +31,7 @@ namespace PipeServer.StaticFiles;
 public sealed class StaticFileHandler
 {
     /// <summary>The metric label (http.route) of every request this handler answers: one value, whatever the path.</summary>
-    public const string RouteLabel = "/{static file}";
+    public const string RouteLabel = "/{**file}";
 
     /// <summary>Files up to this size are read without an await, straight into the output (one pread for most).</summary>
     internal const int SmallFileBytes = 64 * 1024;
