@@ -135,11 +135,10 @@ public sealed class StaticFileHandler
             // Validators from the open handle, not from the path: they describe exactly the bytes about to be sent.
             long length = RandomAccess.GetLength(handle);
             var modified = new DateTimeOffset(File.GetLastWriteTimeUtc(handle), TimeSpan.Zero);
-            var etag = Conditionals.ETagFor(length, modified);
-            var lastModified = Conditionals.TruncateToSeconds(modified);
+            var (etag, lastModifiedText) = Validators(length, modified);
             var headers = response.Headers;
             headers.Set("ETag", etag);
-            headers.Set("Last-Modified", lastModified.ToString("r", CultureInfo.InvariantCulture));
+            headers.Set("Last-Modified", lastModifiedText);
             headers.Set("Accept-Ranges", "bytes");
             if (_options.CacheControl is { } cacheControl) headers.Set("Cache-Control", cacheControl);
 
@@ -195,6 +194,23 @@ public sealed class StaticFileHandler
                     return;
             }
         }
+    }
+
+    // The last validators formatted on this thread. They are a pure function of (length, mtime), so a stale
+    // entry cannot be wrong, only unused: a file served again unchanged costs no new strings.
+    [ThreadStatic] private static long t_validatorLength, t_validatorTicks;
+    [ThreadStatic] private static string? t_etag, t_lastModified;
+
+    private static (string ETag, string LastModified) Validators(long length, DateTimeOffset modified)
+    {
+        if (t_etag is null || t_validatorLength != length || t_validatorTicks != modified.UtcTicks)
+        {
+            t_etag = Conditionals.ETagFor(length, modified);
+            t_lastModified = Conditionals.TruncateToSeconds(modified).ToString("r", CultureInfo.InvariantCulture);
+            t_validatorLength = length;
+            t_validatorTicks = modified.UtcTicks;
+        }
+        return (t_etag, t_lastModified!);
     }
 
     /// <summary>

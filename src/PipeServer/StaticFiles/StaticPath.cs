@@ -59,7 +59,9 @@ internal static partial class StaticPath
         // Strict UTF-8: overlong forms (C0 AE for '.'), surrogates and truncated sequences are invalid.
         if (!Utf8.IsValid(decoded)) return PathVerdict.BadRequest;
 
-        var builder = new StringBuilder(n);
+        // The segments again, empty ones dropped, into a second buffer: one string at the end, nothing per segment.
+        Span<byte> normal = stackalloc byte[n];
+        int length = 0;
         var rest = decoded[1..];
         while (rest.Length > 0)
         {
@@ -69,10 +71,11 @@ internal static partial class StaticPath
             if (segment.Length == 0) continue;
             if (segment.SequenceEqual("."u8) || segment.SequenceEqual(".."u8)) return PathVerdict.BadRequest;
             if (segment[0] == (byte)'.' && !serveDotFiles) return PathVerdict.NotFound;
-            if (builder.Length > 0) builder.Append('/');
-            builder.Append(Encoding.UTF8.GetString(segment));
+            if (length > 0) normal[length++] = (byte)'/';
+            segment.CopyTo(normal[length..]);
+            length += segment.Length;
         }
-        relative = builder.ToString();
+        relative = length == 0 ? "" : Encoding.UTF8.GetString(normal[..length]);
         return PathVerdict.Ok;
     }
 
@@ -92,10 +95,31 @@ internal static partial class StaticPath
             catch (IOException) { return null; }
             catch (UnauthorizedAccessException) { return null; }
         }
-        nint resolved = realpath(path, 0);
-        if (resolved == 0) return null; // ENOENT, ENOTDIR, EACCES, ELOOP, ENAMETOOLONG: all "not here"
-        try { return Marshal.PtrToStringUTF8(resolved); }
-        finally { free(resolved); }
+        // realpath(3) writes into our PATH_MAX buffer (one per thread, reused): no native allocation to free, and
+        // when the answer is the path we asked about (no link on the way, the common case) no new string either.
+        var buffer = t_realPathBuffer ??= new byte[PathMax];
+        if (realpath(path, buffer) == 0) return null; // ENOENT, ENOTDIR, EACCES, ELOOP, ENAMETOOLONG: all "not here"
+        var answer = buffer.AsSpan(0, Math.Max(0, buffer.AsSpan().IndexOf((byte)0)));
+        return SameUtf8(path, answer) ? path : Encoding.UTF8.GetString(answer);
+    }
+
+    /// <summary>PATH_MAX on Linux: realpath(3) with a buffer needs at least this many bytes.</summary>
+    private const int PathMax = 4096;
+    [ThreadStatic] private static byte[]? t_realPathBuffer;
+
+    private static bool SameUtf8(string text, ReadOnlySpan<byte> utf8)
+    {
+        if (utf8.Length < text.Length || utf8.Length > 3 * text.Length) return false;
+        byte[]? rented = null;
+        Span<byte> encoded = utf8.Length <= 1024 ? stackalloc byte[1024] : (rented = System.Buffers.ArrayPool<byte>.Shared.Rent(3 * text.Length));
+        try
+        {
+            return Encoding.UTF8.TryGetBytes(text, encoded, out int written) && encoded[..written].SequenceEqual(utf8);
+        }
+        finally
+        {
+            if (rented is not null) System.Buffers.ArrayPool<byte>.Shared.Return(rented);
+        }
     }
 
     /// <summary>
@@ -125,8 +149,5 @@ internal static partial class StaticPath
     private static int HexValue(byte b) => (uint)(b - '0') <= 9 ? b - '0' : (uint)((b | 0x20) - 'a') <= 5 ? (b | 0x20) - 'a' + 10 : -1;
 
     [LibraryImport("libc", EntryPoint = "realpath", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial nint realpath(string path, nint resolved);
-
-    [LibraryImport("libc", EntryPoint = "free")]
-    private static partial void free(nint pointer);
+    private static partial nint realpath(string path, [Out] byte[] resolved);
 }
