@@ -119,21 +119,23 @@ public sealed class StaticFileHandler
 
     private async ValueTask ServeFileAsync(HttpRequest request, HttpResponse response, string path)
     {
-        SafeFileHandle handle;
-        try
+        // Gone since Resolve, unreadable to this process, or a link put in its place: all "not here" to a client.
+        if (FileOpener.OpenForReading(path) is not { } handle)
         {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            // Gone since Resolve, unreadable to this process, or a directory swapped in: all "not here" to a client.
             await NotFound(response).ConfigureAwait(false);
             return;
         }
         using (handle)
         {
             // Validators from the open handle, not from the path: they describe exactly the bytes about to be sent.
-            long length = RandomAccess.GetLength(handle);
+            long length;
+            try { length = RandomAccess.GetLength(handle); }
+            catch (NotSupportedException)
+            {
+                // Not a seekable file (a FIFO, a socket, a character device under the root): nothing a range or a length can describe.
+                await NotFound(response).ConfigureAwait(false);
+                return;
+            }
             var modified = new DateTimeOffset(File.GetLastWriteTimeUtc(handle), TimeSpan.Zero);
             var (etag, lastModifiedText) = Validators(length, modified);
             var headers = response.Headers;

@@ -16,8 +16,9 @@ namespace PipeServer.StaticFiles;
 //      must be the root or under it — the check is on what the kernel will open, not on the string — unless
 //      FollowSymlinksOutsideRoot. A link inside the root that lands on a dotfile is refused as one.
 //
-// What is not closed: a link swapped in between Resolve and the open (TOCTOU) by someone who can write
-// under the root. Whoever can write there can already publish any file, so it is no escalation.
+// What is not closed: a directory higher up swapped for a link between Resolve and the open (TOCTOU; the
+// last component is covered by FileOpener's O_NOFOLLOW) by someone who can write under the root. Whoever
+// can write there can already publish any file, so it is no escalation.
 
 internal enum PathVerdict : byte { Ok, BadRequest, NotFound }
 

@@ -291,6 +291,21 @@ public class StaticFileSocketTests
     }
 
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_FIFO_under_the_root_does_not_hang_the_request(string transport)
+    {
+        await using var s = await StaticFileServer.StartAsync(transport, populate: root =>
+        {
+            using var mkfifo = System.Diagnostics.Process.Start("mkfifo", Path.Combine(root, "pipe.txt"))!;
+            if (!mkfifo.WaitForExit(5000) || mkfifo.ExitCode != 0) throw new InvalidOperationException("mkfifo failed");
+        });
+        // A blocking open(2) waits for a writer that never comes: the read below would time out.
+        var r = await s.GetAsync("/pipe.txt");
+        Assert.Equal(404, r.Status);
+        Assert.Equal(0, s.OpenHandlesUnderTree());
+        Assert.Equal(200, (await s.GetAsync("/hello.txt")).Status);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task A_large_file_arrives_whole(string transport)
     {
         var content = new byte[3 * 1024 * 1024 + 17];
