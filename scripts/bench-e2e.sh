@@ -10,7 +10,9 @@
 # microseconds per request (utime+stime from /proc/PID/stat, all the server's processes), context switches
 # per request (voluntary + involuntary over /proc/PID/task/*/status), syscalls per request (strace -c -f
 # over a separate short run, so strace's cost never touches the throughput figures), peak RSS, memory per
-# idle keep-alive connection, PipeServer's GC counts under load, and Native AOT start-up. Ratios are
+# idle keep-alive connection, PipeServer's GC counts under load, bytes allocated per request (the 'alloc'
+# probe, on the transport the executable ran), Native AOT start-up, and one line per issue-11 target
+# ("target: figure (met/not met)"). Ratios are
 # PipeServer's figure divided by each other server's, measured in the same run: absolute numbers on a
 # shared VM drift by ±20% between runs, ratios much less.
 # Results: benchmarks/results/e2e-<date>.md (+ .svg chart), copied to latest.md / latest.svg.
@@ -188,6 +190,16 @@ if has_server pipeserver; then
 fi
 stop_servers
 
+ALLOC_LINE=""
+if has_server pipeserver; then
+  # The in-process probe on real sockets (benchmarks/PipeServer.Benchmarks/SocketAllocations.cs): 64 keep-alive
+  # clients, process-wide allocated bytes over the run divided by requests (client threads included).
+  probe_transport="$(grep -oE "Transport [a-z]+" <<<"$TRANSPORT" | awk '{print $2}' | head -1)"
+  echo "== bytes allocated per request (alloc probe, transport ${probe_transport:-auto})"
+  ALLOC_LINE="$(taskset -c 0 dotnet "$TOOLS_DLL" alloc --requests 64000 --clients 64 --transport "${probe_transport:-auto}" 2>&1 | tail -1)"
+  echo "   $ALLOC_LINE"
+fi
+
 declare -A IDLE
 for s in "${SERVERS[@]}"; do IDLE[$s]="n/a"; done
 [ "${SKIP_IDLE:-0}" = "1" ] || { echo "== memory per idle keep-alive connection (${IDLE_CONNECTIONS})"; start_servers; }
@@ -242,6 +254,12 @@ fi
 # ---- report ----
 col_median() { awk -v c="$2" '{print $c}' "$WORK/$1" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0 && a != "n/a") printf "%.2f", a / b; else print "n/a" }'; }
+# target_line TEXT FIGURE OP THRESHOLD UNIT: "- TEXT: FIGURE (met|not met)", or "(not measured)" when the figure is n/a.
+target_line() {
+  local verdict
+  verdict=$(awk -v v="$2" -v op="$3" -v t="$4" 'BEGIN { if (v == "" || v == "n/a") print "not measured"; else if ((op == ">=" && v + 0 >= t) || (op == "<=" && v + 0 <= t)) print "met"; else print "not met" }')
+  if [ "$verdict" = "not measured" ]; then echo "- $1: n/a (not measured in this run)"; else echo "- $1: $2$5 ($verdict)"; fi
+}
 label_of() { case $1 in pipeserver) echo "PipeServer";; kestrel) echo "Kestrel";; kestrel-tuned) echo "Kestrel, tuned";; nginx) echo "nginx";; esac; }
 mkdir -p "$ROOT/benchmarks/results"
 commit="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -305,6 +323,28 @@ svg="$ROOT/benchmarks/results/e2e-$stamp.svg"
     echo
     echo "Native AOT (\`./build.sh publish --aot\`): start-up to first served request ${AOT_START} ms (median of 7, measured by a curl loop, so an upper bound), executable $(awk -v k="$AOT_SIZE" 'BEGIN{printf "%.1f MiB", k/1024}'), RSS ${aot_rss} KiB after one request. The JIT build takes ${JIT_START} ms."
   fi
+  if has_server pipeserver; then
+    echo
+    echo "## Issue 11 targets, from this run"
+    echo
+    r_k=$(ratio "$(col_median plaintext-64.pipeserver 1)" "$(has_server kestrel && col_median plaintext-64.kestrel 1)")
+    r_t=$(ratio "$(col_median plaintext-64.pipeserver 1)" "$(has_server kestrel-tuned && col_median plaintext-64.kestrel-tuned 1)")
+    r_n=$(ratio "$(col_median plaintext-64.pipeserver 1)" "$(has_server nginx && col_median plaintext-64.nginx 1)")
+    c_k=$(ratio "$(col_median plaintext-64.pipeserver 4)" "$(has_server kestrel && col_median plaintext-64.kestrel 4)")
+    p_k=$(ratio "$(col_median plaintext-pipelined16-256.pipeserver 1)" "$(has_server kestrel && col_median plaintext-pipelined16-256.kestrel 1)")
+    sys=$(cat "$WORK/syscalls-total.pipeserver")
+    futex=$(awk '$1 == "futex" {printf "%.3f", $2}' "$WORK/syscalls.pipeserver"); futex=${futex:-0.000}
+    alloc=$(sed -n 's/.*: \([0-9.]*\) bytes allocated per request.*/\1/p' <<<"$ALLOC_LINE"); alloc=${alloc:-n/a}
+    target_line "/plaintext, 64 connections: requests/s ≥ 1.75× Kestrel's" "$r_k" ">=" 1.75 "×"
+    target_line "/plaintext, 64 connections: requests/s ≥ 1.4× tuned Kestrel's" "$r_t" ">=" 1.4 "×"
+    target_line "/plaintext, 64 connections: requests/s ≥ 0.8× nginx's (aim: past 1.0×)" "$r_n" ">=" 0.8 "×"
+    target_line "/plaintext, 64 connections: CPU per request ≤ 0.6× Kestrel's" "$c_k" "<=" 0.6 "×"
+    target_line "pipelined ×16, 256 connections: requests/s ≥ 1.5× Kestrel's" "$p_k" ">=" 1.5 "×"
+    target_line "syscalls per unpipelined request ≤ 2.2 (strace -c -f)" "$sys" "<=" 2.2 ""
+    target_line "no futex wake-up per request (futex calls per request ≤ 0.05)" "$futex" "<=" 0.05 ""
+    target_line "RSS per idle keep-alive connection ≤ 3 KiB ($IDLE_CONNECTIONS open)" "${IDLE[pipeserver]}" "<=" 3 " KiB"
+    target_line "bytes allocated per request ≤ 1 (0 B stays true; the probe's client threads add a fraction)" "$alloc" "<=" 1 " B"
+  fi
   echo
   echo "![requests/s and CPU per request by server]($(basename "$svg"))"
 } >"$out"
@@ -337,6 +377,7 @@ set format y "%g"
 plot "$WORK/chart.dat" using 4:xtic(1) title "/plaintext, 64 conns", "" using 5 title "/json, 64 conns"
 unset multiplot
 GNUPLOT
+[ -s "$svg" ] || echo "warning: the chart $svg was not generated (gnuplot failed?)" >&2
 cp "$out" "$ROOT/benchmarks/results/latest.md"
 cp "$svg" "$ROOT/benchmarks/results/latest.svg"
 sed -i "s|($(basename "$svg"))|(latest.svg)|" "$ROOT/benchmarks/results/latest.md"

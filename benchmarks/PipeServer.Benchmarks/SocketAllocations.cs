@@ -8,7 +8,7 @@ using PipeServer.Server;
 namespace PipeServer.Benchmarks;
 
 /// <summary>
-/// "alloc [--requests N] [--path /plaintext]": bytes allocated per request on the real socket path (accept
+/// "alloc [--requests N] [--path /plaintext] [--clients N] [--transport auto|sockets|linux]": bytes allocated per request on the real socket path (accept
 /// loop, transport, pipes, thread-pool hops), which the in-memory benchmark cannot see. An in-process
 /// server on 127.0.0.1:0 and one keep-alive client whose buffers are allocated up front; the process-wide
 /// allocation counter is read before and after N requests, after a warm-up.
@@ -19,8 +19,9 @@ public static class SocketAllocations
     {
         int requests = args.Contains("--requests") ? int.Parse(args[Array.IndexOf(args, "--requests") + 1], System.Globalization.CultureInfo.InvariantCulture) : 100_000;
         string path = args.Contains("--path") ? args[Array.IndexOf(args, "--path") + 1] : "/plaintext";
+        var transport = args.Contains("--transport") ? Enum.Parse<PipeServer.Transports.TransportKind>(args[Array.IndexOf(args, "--transport") + 1], ignoreCase: true) : PipeServer.Transports.TransportKind.Auto;
         var router = new Router();
-        await using var server = new HttpServer(new HttpServerOptions { Address = IPAddress.Loopback, Port = 0 }, router.HandleAsync);
+        await using var server = new HttpServer(new HttpServerOptions { Address = IPAddress.Loopback, Port = 0, Transport = transport }, router.HandleAsync);
         DemoEndpoints.Map(router, server.Lifetime);
         await server.StartAsync();
 
@@ -55,7 +56,7 @@ public static class SocketAllocations
         Run(requests / clients);
         long after = GC.GetTotalAllocatedBytes(precise: true);
         if (sampler is not null) Console.WriteLine("allocation samples by type (one per ~100 KB):\n" + sampler.Top(12));
-        Console.WriteLine($"{path}: {(after - before) / (double)requests:0.0} bytes allocated per request over {requests} requests from {clients} client(s) on real sockets (client threads included); gen0 collections: {GC.CollectionCount(0) - gen0}");
+        Console.WriteLine($"{path}: {(after - before) / (double)requests:0.0} bytes allocated per request over {requests} requests from {clients} client(s) on real sockets, transport {server.Transport!.Name} (client threads included); gen0 collections: {GC.CollectionCount(0) - gen0}");
         foreach (var s in sockets) s.Dispose();
         return 0;
     }

@@ -1,6 +1,7 @@
 using System.Collections;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
+using PipeServer.Admin;
 using PipeServer.Cli;
 using PipeServer.Demo;
 using PipeServer.Hosting;
@@ -12,7 +13,8 @@ using PipeServer.Http;
 namespace PipeServer;
 
 // The executable. It reads options (Cli/CommandLine.cs), builds the route table (Demo/DemoEndpoints.cs),
-// and runs two services under one root cancellation: the HTTP server and a heartbeat job. Then it waits
+// and runs its services under one root cancellation: the admin listener (with --admin-port), the HTTP server
+// and a heartbeat job. Then it waits
 // for SIGTERM, SIGINT or SIGHUP. The first signal starts the graceful shutdown (docs/shutdown.md); a
 // second one resets every open connection and exits at once with code 3.
 //
@@ -27,10 +29,11 @@ public static class Program
     {
         // Before anything opens a descriptor: the limit decides the default connection cap.
         var descriptors = FileDescriptorLimit.RaiseSoftToHard();
+        var environment = ReadEnvironment();
         ExecutableOptions? options;
         try
         {
-            options = CommandLine.Parse(args, ReadEnvironment(), descriptors?.Limit);
+            options = CommandLine.Parse(args, environment, descriptors?.Limit);
         }
         catch (CommandLineException ex)
         {
@@ -43,58 +46,94 @@ public static class Program
             return ExitClean;
         }
 
+        // Before the thread pool starts its first worker (it reads the setting then): Hosting/ThreadPoolSpinning.cs.
+        // Auto too where it will be linux (should linux then fail to start, sockets runs with the spinning off: a rare fall-back).
+        bool eventLoops = options.Server.Transport == Transports.TransportKind.Linux
+            || options.Server.Transport == Transports.TransportKind.Auto && Transports.Linux.LinuxTransport.IsSupported;
+        string? spinning = eventLoops ? ThreadPoolSpinning.DisableSpinning(environment) : null;
+
         // The operational log at --log-level; the access log and the Listening line whatever it says (Hosting/ConsoleLogging.cs).
         using var logging = new ConsoleLogging(options);
         var loggerFactory = logging.Factory;
         var logger = loggerFactory.CreateLogger("PipeServer");
         LogDescriptorLimit(logger, descriptors, options);
+        if (spinning is not null) logger.LogDebug("Event loops: {Spinning}", spinning);
         using var notifier = new SystemdNotifier();
+
+        // Before any server exists: which passed sockets are the admin listener's (FileDescriptorName=admin).
+        var activation = SystemdSocketActivation.TakeListenSockets();
+        var passedAdmin = activation?.Sockets.Where(s => s.Name == AdminListener.SocketName).ToList() ?? [];
+        var passedTraffic = activation?.Sockets.Where(s => s.Name != AdminListener.SocketName).ToList() ?? [];
+        bool adminOn = options.Admin is not null || passedAdmin.Count > 0;
+        if (!options.AdminOnTrafficPort && !adminOn)
+        {
+            logger.LogCritical("--admin-on-traffic-port false needs an admin port (--admin-port, or a socket named admin passed by systemd): /healthz, /readyz and /metrics would be served nowhere; not starting");
+            return ExitFailure;
+        }
 
         var router = new Router();
         // --root: the probes (and /metrics) first, then the files; otherwise the demo endpoints (StaticFiles/ProbesThenFiles.cs).
         RequestHandler app = router.HandleAsync;
         if (options.Root is { } servedRoot)
-            app = new ProbesThenFiles([.. DemoEndpoints.ProbePaths, .. options.Metrics ? ["/metrics"] : Array.Empty<string>()],
+            app = new ProbesThenFiles(options.AdminOnTrafficPort ? ["/healthz", "/readyz", .. options.Metrics ? ["/metrics"] : Array.Empty<string>()] : [],
                 router.HandleAsync, new StaticFileHandler(new StaticFileOptions { Root = servedRoot }).HandleAsync).HandleAsync;
         await using var server = new HttpServer(options.Server, app,
             loggerFactory.CreateLogger("PipeServer.Server"), logging.AccessLogger);
-        if (options.Root is not null) DemoEndpoints.MapProbes(router, server.Lifetime);
-        else DemoEndpoints.Map(router, server.Lifetime);
-        if (options.Root is not null) logger.LogInformation("Serving files from {Root}", options.Root);
-        using var metricsEndpoint = options.Metrics ? new MetricsEndpoint(server.Metrics) : null;
-        metricsEndpoint?.Map(router);
+        if (options.Root is not null)
+        {
+            if (options.AdminOnTrafficPort) AdminEndpoints.MapProbes(router, server.Lifetime);
+            logger.LogInformation("Serving files from {Root}", options.Root);
+        }
+        else DemoEndpoints.Map(router, server.Lifetime, probes: options.AdminOnTrafficPort);
+        // The admin port always serves /metrics (it is the operator's port); --metrics decides the traffic port's.
+        using var metricsEndpoint = options.Metrics || adminOn ? new MetricsEndpoint(server.Metrics) : null;
+        if (options.Metrics && options.AdminOnTrafficPort) metricsEndpoint!.Map(router);
 
-        if (SystemdSocketActivation.TakeListenSockets() is { } activation)
+        // The admin listener (Admin/AdminListener.cs): a second HttpServer with its own route table and cap.
+        var adminRouter = new Router();
+        await using var admin = adminOn
+            ? new HttpServer(AdminListener.Options(options.Server, options.Admin), adminRouter.HandleAsync, loggerFactory.CreateLogger(AdminListener.LogCategory))
+            : null;
+        if (admin is not null) AdminEndpoints.MapAdmin(adminRouter, server, metricsEndpoint!);
+
+        if (activation is not null)
         {
             foreach (var warning in activation.Warnings) logger.LogWarning("Socket activation: {Warning}", warning);
-            if (activation.Sockets.Count == 0)
+            if (passedTraffic.Count == 0)
             {
-                logger.LogCritical("Socket activation: systemd passed no listening stream socket (ListenStream= in the .socket unit, Accept=no); not starting");
+                logger.LogCritical(passedAdmin.Count == 0
+                    ? "Socket activation: systemd passed no listening stream socket (ListenStream= in the .socket unit, Accept=no); not starting"
+                    : "Socket activation: systemd passed only the admin socket, none to serve traffic on (ListenStream= in the .socket unit); not starting");
                 return ExitFailure;
             }
-            foreach (var passed in activation.Sockets) server.UseListenSocket(passed.Socket, passed.Name);
-            logger.LogInformation("Serving on {Count} socket(s) passed by systemd (socket activation)", activation.Sockets.Count);
+            foreach (var passed in passedTraffic) server.UseListenSocket(passed.Socket, passed.Name);
+            logger.LogInformation("Serving on {Count} socket(s) passed by systemd (socket activation)", passedTraffic.Count);
             if (options.ListenOptionsGiven.Count > 0)
                 logger.LogWarning("{Options} {Verb} ignored: systemd passed the listening sockets, so the .socket unit's ListenStream= decides where PipeServer listens",
                     string.Join(" and ", options.ListenOptionsGiven), options.ListenOptionsGiven.Count == 1 ? "is" : "are");
+            foreach (var passed in passedAdmin) admin!.UseListenSocket(passed.Socket, passed.Name);
+            if (passedAdmin.Count > 0 && options.AdminListenOptionsGiven.Count > 0)
+                logger.LogWarning("{Options} {Verb} ignored: systemd passed the admin socket (FileDescriptorName=admin), so its ListenStream= decides where the admin port listens",
+                    string.Join(" and ", options.AdminListenOptionsGiven), options.AdminListenOptionsGiven.Count == 1 ? "is" : "are");
         }
         server.PhaseCompleted += (phase, detail) => notifier.Notify($"STATUS={phase}: {detail}");
         server.DrainProgress += open => notifier.Notify($"STATUS=wait-for-drain: waiting for {open} connection(s)");
 
-        var services = new List<HostedService>
-        {
+        var services = new List<HostedService>();
+        // First, so that it is stopped last: the admin port answers through the traffic server's whole shutdown.
+        if (admin is not null) services.Add(new AdminService(admin, passedAdmin.Count > 0 ? null : options.Admin, listeners => { foreach (var l in listeners) logging.AnnounceAdminListening(l); }));
+        services.Add(
             new HttpServerService(server, listeners =>
             {
                 foreach (var listener in listeners) logging.AnnounceListening(listener);
                 notifier.Notify("READY=1\nSTATUS=Listening on " + string.Join(", ", listeners.Select(l => l.Url)));
-            }),
-        };
+            }));
         if (options.HeartbeatInterval > TimeSpan.Zero)
             services.Add(new HeartbeatService(options.HeartbeatInterval,
                 () => $"{server.ConnectionCount} open connection(s), {server.TotalConnections} accepted, GC gen0={GC.CollectionCount(0)} gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)}, heap {GC.GetTotalMemory(false) / 1024} KiB", logger));
 
         // The deadline for stopping every service: the server's own phases plus a margin for the abort grace.
-        var stopTimeout = options.Server.DrainDelay + options.Server.ShutdownTimeout + TimeSpan.FromSeconds(5);
+        var stopTimeout = options.Server.DrainDelay + options.Server.ShutdownTimeout + TimeSpan.FromSeconds(5) + (admin is null ? TimeSpan.Zero : AdminListener.StopBound);
         var manager = new ServiceManager(services, logger, stopTimeout);
 
         using var root = new CancellationTokenSource();

@@ -21,9 +21,21 @@ public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan Heartb
     /// <summary>"--address", "PIPESERVER_PORT"...: where the listen address was set, for the warning that socket activation ignores them.</summary>
     public IReadOnlyList<string> ListenOptionsGiven { get; init; } = [];
 
+    /// <summary>Where the admin listener binds (--admin-port, --admin-address); null: no admin port unless systemd passes a socket named "admin".</summary>
+    public AdminEndPoint? Admin { get; init; }
+
+    /// <summary>Whether the traffic port serves /healthz, /readyz and /metrics too (--admin-on-traffic-port). Default true.</summary>
+    public bool AdminOnTrafficPort { get; init; } = true;
+
+    /// <summary>"--admin-port", "PIPESERVER_ADMIN_ADDRESS"...: as <see cref="ListenOptionsGiven"/>, for the admin listener's socket.</summary>
+    public IReadOnlyList<string> AdminListenOptionsGiven { get; init; } = [];
+
     /// <summary>--root: the real path of the directory to serve instead of the demo endpoints, or null (StaticFiles/).</summary>
     public string? Root { get; init; }
 }
+
+/// <summary>The admin listener's address and port (0 picks a free one).</summary>
+public sealed record AdminEndPoint(IPAddress Address, int Port);
 
 public enum LogFormat { Text, Json }
 
@@ -67,9 +79,12 @@ public static class CommandLine
         new("access-log", null, "one line per request, Combined Log Format (text) or a JSON object with the same fields, whatever --log-level says"),
         new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64), and unix: for peers on a Unix socket: only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
-        new("metrics", null, "serve GET /metrics in the Prometheus text format"),
-        new("root", "DIR", "serve the files under DIR for GET and HEAD instead of the demo endpoints (/healthz, /readyz and --metrics stay); DIR must exist and be readable"),
-        new("transport", "NAME", "sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop"),
+        new("metrics", null, "serve GET /metrics in the Prometheus text format on the traffic port (the admin port always serves it)"),
+        new("admin-port", "PORT", "also serve /healthz, /readyz and /metrics on this port, 0 to 65535 (0 picks a free one): outside --max-connections (16 connections of its own), open until the process exits (default: off)"),
+        new("admin-address", "ADDR", "IP address of the admin port (default: --address); needs --admin-port"),
+        new("admin-on-traffic-port", "BOOL", "true or false (default true): false stops serving /healthz, /readyz and /metrics on the traffic port (404), so only the admin port has them; needs an admin port"),
+        new("root", "DIR", "serve the files under DIR for GET and HEAD instead of the demo endpoints (/healthz, /readyz and /metrics stay where they are served); DIR must exist and be readable"),
+        new("transport", "NAME", "auto, sockets or linux (default auto); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop, and fails the start (exit 1) if they cannot run; auto is linux on Linux and sockets elsewhere, falling back to sockets with a warning if linux cannot start"),
     ];
 
     public static string Usage()
@@ -169,6 +184,8 @@ public static class CommandLine
         if (server.ProxyProtocol && server.TrustedProxies.Count == 0 && !server.TrustUnixSocketPeers)
             throw new CommandLineException("--proxy-protocol: needs --trusted-proxies (the balancers whose PROXY header is believed)");
         if (values.TryGetValue("transport", out var tr)) server = server with { Transport = ParseTransport(tr) };
+        var admin = ParseAdmin(values, server);
+        bool adminOnTraffic = !values.TryGetValue("admin-on-traffic-port", out var aot) || ParseSwitch("admin-on-traffic-port", aot);
         var format = LogFormat.Text;
         if (values.TryGetValue("log-format", out var lf))
             format = lf.ToLowerInvariant() switch
@@ -202,10 +219,6 @@ public static class CommandLine
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
         // Socket activation ignores them (Program warns, naming them as the operator wrote them).
-        var listenGiven = new List<string>();
-        foreach (var name in (string[])["address", "port"])
-            if (fromArgs.Contains(name)) listenGiven.Add("--" + name);
-            else if (values.ContainsKey(name)) listenGiven.Add("PIPESERVER_" + name.ToUpperInvariant());
         string? root = null;
         if (values.TryGetValue("root", out var rootValue))
         {
@@ -215,8 +228,47 @@ public static class CommandLine
                 throw new CommandLineException($"--root: {ex.Message}");
             }
         }
-        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings) { ListenOptionsGiven = listenGiven, Root = root };
+        List<string> Given(params string[] names)
+        {
+            var given = new List<string>();
+            foreach (var name in names)
+                if (fromArgs.Contains(name)) given.Add("--" + name);
+                else if (values.ContainsKey(name)) given.Add("PIPESERVER_" + name.Replace('-', '_').ToUpperInvariant());
+            return given;
+        }
+        return new ExecutableOptions(server, heartbeat, level, metrics, format, fromLimit, warnings)
+        {
+            ListenOptionsGiven = Given("address", "port"),
+            Admin = admin,
+            AdminOnTrafficPort = adminOnTraffic,
+            AdminListenOptionsGiven = Given("admin-address", "admin-port"),
+            Root = root,
+        };
     }
+
+    /// <summary>
+    /// --admin-port and --admin-address. The address defaults to --address: a kubelet probes the pod's address,
+    /// which is where the traffic port listens too. The same port as the traffic one on an overlapping address
+    /// is refused here, with a message naming both flags, rather than left to fail as a bind of the traffic port
+    /// (the admin listener binds first). (Under socket activation --port is ignored, but still compared.)
+    /// </summary>
+    private static AdminEndPoint? ParseAdmin(Dictionary<string, string> values, HttpServerOptions server)
+    {
+        IPAddress? address = null;
+        if (values.TryGetValue("admin-address", out var raw))
+        {
+            if (!IPAddress.TryParse(raw, out address)) throw new CommandLineException($"--admin-address: '{raw}' is not an IP address");
+            if (!values.ContainsKey("admin-port")) throw new CommandLineException("--admin-address: needs --admin-port");
+        }
+        if (!values.TryGetValue("admin-port", out var port)) return null;
+        var admin = new AdminEndPoint(address ?? server.Address, ParseInt("admin-port", port, 0, MaxPort));
+        bool overlap = admin.Address.Equals(server.Address) || IsWildcard(admin.Address) || IsWildcard(server.Address);
+        if (admin.Port != 0 && admin.Port == server.Port && overlap)
+            throw new CommandLineException($"--admin-port: {admin.Port} is also the traffic port (--port); the admin port needs a port of its own");
+        return admin;
+    }
+
+    private static bool IsWildcard(IPAddress address) => address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any);
 
     /// <summary>Names only: Enum.TryParse would also take "42" or "2", and a level of 42 silently logs nothing.</summary>
     private static Microsoft.Extensions.Logging.LogLevel ParseLogLevel(string value) => value.ToLowerInvariant() switch
@@ -236,9 +288,10 @@ public static class CommandLine
     {
         var kind = value.ToLowerInvariant() switch
         {
+            "auto" => TransportKind.Auto,
             "sockets" => TransportKind.Sockets,
             "linux" => TransportKind.Linux,
-            _ => throw new CommandLineException($"--transport: '{value}' is not sockets or linux"),
+            _ => throw new CommandLineException($"--transport: '{value}' is not auto, sockets or linux"),
         };
         if (kind == TransportKind.Linux && !OperatingSystem.IsLinux())
             throw new CommandLineException($"--transport: linux needs Linux (epoll); this is {System.Runtime.InteropServices.RuntimeInformation.OSDescription}; use sockets");

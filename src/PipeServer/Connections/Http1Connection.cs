@@ -26,7 +26,7 @@ namespace PipeServer.Connections;
 // The shutdown token is never passed into a read in the middle of a request; a drain only wakes a read
 // that is waiting for the *next* request.
 
-public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
+public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner, IRequestOwner
 {
     private enum HeadOutcome { Ready, Rejected, Closed }
     private enum TimeoutKind { None, RequestHeaders, KeepAlive }
@@ -38,7 +38,12 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private readonly RequestHandler _app;
     private readonly ServerLifetime _lifetime;
     private readonly ILogger _logger;
-    private readonly CancellationTokenSource _abortCts;
+    // The Aborted token's source, linked to the server's abort token, made the first time someone asks for
+    // Aborted (a handler that passes it to a wait): most connections never do, and 150 B of linked source and
+    // registration per idle keep-alive connection add up. _aborted remembers an abort that came first.
+    private readonly CancellationToken _serverAbort;
+    private CancellationTokenSource? _abortCts; // published with Interlocked.CompareExchange; any thread may read it
+    private int _aborted;                       // 1 once Abort or OnPeerFailure ran (any thread)
     private readonly ServerMetrics? _metrics;
     private readonly ILogger? _accessLog;
 
@@ -88,7 +93,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _app = app;
         _lifetime = lifetime;
         _logger = logger;
-        _abortCts = CancellationTokenSource.CreateLinkedTokenSource(serverAbort);
+        _serverAbort = serverAbort;
         RemoteEndPoint = remote;
         _body = _emptyBody;
         _request.SetConnectionClient(remote, options.TrustedProxies);
@@ -128,7 +133,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         Volatile.Write(ref _state, (int)ConnectionState.Closed);
         await _transport.Output.CompleteAsync().ConfigureAwait(false);
         await _transport.Input.CompleteAsync().ConfigureAwait(false);
-        _abortCts.Dispose();
+        _abortCts?.Dispose();
     }
 
     public long Id { get; }
@@ -137,7 +142,37 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     public ConnectionEndReason EndReason => (ConnectionEndReason)Volatile.Read(ref _endReason);
     public int RequestsServed { get; private set; }
     /// <summary>Fires when the connection is aborted: by Abort(), the server's abort token, or the peer going away.</summary>
-    public CancellationToken Aborted => _abortCts.Token;
+    public CancellationToken Aborted
+    {
+        get
+        {
+            var cts = Volatile.Read(ref _abortCts);
+            if (cts is null)
+            {
+                var made = CancellationTokenSource.CreateLinkedTokenSource(_serverAbort);
+                cts = Interlocked.CompareExchange(ref _abortCts, made, null) ?? made;
+                if (cts != made) made.Dispose(); // another thread published first
+                // An abort that ran before the source existed found nothing to cancel: cancel it now. (Abort sets
+                // the flag with a full fence before it reads the field; we publish before reading the flag.)
+                else if (Volatile.Read(ref _aborted) != 0) CancelAborted(made);
+            }
+            return cts.Token;
+        }
+    }
+
+    private bool IsAborted => Volatile.Read(ref _aborted) != 0 || _serverAbort.IsCancellationRequested;
+
+    /// <summary>Records the abort and fires the Aborted token if anyone holds it.</summary>
+    private void FireAborted()
+    {
+        Interlocked.Exchange(ref _aborted, 1);
+        if (Volatile.Read(ref _abortCts) is { } cts) CancelAborted(cts);
+    }
+
+    private void CancelAborted(CancellationTokenSource cts)
+    {
+        try { cts.Cancel(); } catch (ObjectDisposedException) { } catch (AggregateException ex) { LogConnectionFault(_logger, Id, ex); }
+    }
 
     PipeWriter IResponseOwner.Output => _transport.Output;
 
@@ -151,7 +186,23 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         {
             while (true)
             {
-                var outcome = await ReadRequestHeadAsync(input, output).ConfigureAwait(false);
+                // The wait for a request's first bytes happens here, in this method's own state machine (made
+                // once per connection), so an idle keep-alive connection does not also hold ReadRequestHeadAsync's
+                // pooled box (~200 B) while it is idle: that method then usually completes without suspending.
+                if (!input.TryRead(out var first))
+                {
+                    // About to wait for the client: flush the responses of the batch just served (one write for
+                    // a pipelined batch), and close now if asked to drain.
+                    if (_outputPending)
+                    {
+                        _outputPending = false;
+                        var flush = await output.FlushAsync().ConfigureAwait(false);
+                        if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); break; }
+                    }
+                    if (_drainRequested && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) break;
+                    first = await input.ReadAsync().ConfigureAwait(false);
+                }
+                var outcome = await ReadRequestHeadAsync(input, output, first).ConfigureAwait(false);
                 if (outcome == HeadOutcome.Closed) break;
                 if (outcome == HeadOutcome.Rejected)
                 {
@@ -190,7 +241,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             }
             await output.CompleteAsync().ConfigureAwait(false);
             await input.CompleteAsync().ConfigureAwait(false);
-            _abortCts.Dispose();
+            _abortCts?.Dispose();
         }
     }
 
@@ -206,7 +257,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     public void Abort(ConnectionEndReason reason = ConnectionEndReason.Aborted)
     {
         SetEndReason(reason);
-        try { _abortCts.Cancel(); } catch (ObjectDisposedException) { } catch (AggregateException ex) { LogConnectionFault(_logger, Id, ex); }
+        FireAborted();
         _control.Abort();
     }
 
@@ -214,7 +265,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     internal void OnPeerFailure()
     {
         SetEndReason(ConnectionEndReason.ClientAborted);
-        try { _abortCts.Cancel(); } catch (ObjectDisposedException) { } catch (AggregateException ex) { LogConnectionFault(_logger, Id, ex); }
+        FireAborted();
     }
 
     /// <summary>
@@ -264,21 +315,27 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
     private void SetEndReason(ConnectionEndReason reason) =>
         Interlocked.CompareExchange(ref _endReason, (int)reason, (int)ConnectionEndReason.Unknown);
 
-    // Pooled builders: these methods suspend on every keep-alive wait, and a fresh state-machine box per
-    // request would be the only allocation left on the hot path.
+    // Pooled builder: this method suspends when a head arrives in pieces or a wake-up (timeout, drain) comes
+    // without bytes, and a fresh state-machine box each time would be an allocation on the request path.
+    /// <summary>Parses the next request head, reading more as needed; Ready, Rejected (reason in _rejection) or Closed (end reason set).</summary>
+    /// <param name="input">The connection's input.</param>
+    /// <param name="output">The connection's output (flushed before a wait).</param>
+    /// <param name="first">The first read of this request (ProcessAsync's), not yet advanced past: parsed before anything else is read.</param>
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<HeadOutcome> ReadRequestHeadAsync(PipeReader input, PipeWriter output)
+    private async ValueTask<HeadOutcome> ReadRequestHeadAsync(PipeReader input, PipeWriter output, ReadResult first)
     {
         _head.Reset();
         _headerState.Reset();
         _headLineParsed = false;
         _requestStarted = 0; // read from the clock at the first byte, and only if someone observes requests
-        bool lineDone = false, anyBytes = false, tryFirst = true;
+        bool lineDone = false, anyBytes = false, haveFirst = true;
         int emptyLines = 0;
 
         while (true)
         {
-            if (!(tryFirst && input.TryRead(out var result)))
+            ReadResult result;
+            if (haveFirst) result = first;
+            else
             {
                 // About to wait for the client: this is the one place responses are flushed, so a batch of
                 // pipelined requests is answered with one write.
@@ -291,7 +348,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
                 if (_drainRequested && !anyBytes && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) return HeadOutcome.Closed;
                 result = await input.ReadAsync().ConfigureAwait(false);
             }
-            tryFirst = false;
+            haveFirst = false;
             var buffer = result.Buffer;
 
             if (result.IsCanceled)
@@ -429,7 +486,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
         _expectContinue = _head.ExpectContinue && !_body.IsComplete;
         _bodyWaitMs = 0;
         _bodyTimedOut = false;
-        _request.Reset(_head, _body, Id, RemoteEndPoint, _abortCts.Token, _lifetime.Draining);
+        _request.Reset(_head, _body, Id, RemoteEndPoint, this, _lifetime.Draining);
         _response.Reset(this, _head.Method == Http.HttpMethod.Head, _head.Version);
 
         // Nobody observes requests: run the handler without the bookkeeping layer around it.
@@ -534,7 +591,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner
             WriteRejection(bad.Reason);
             return false;
         }
-        catch (Exception) when (_abortCts.IsCancellationRequested)
+        catch (Exception) when (IsAborted)
         {
             // The handler gave up because the request was aborted (client gone, or shutdown deadline).
             _requestErrorType = "request_aborted";

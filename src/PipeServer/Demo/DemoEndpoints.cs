@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json.Serialization;
+using PipeServer.Admin;
 using PipeServer.Http;
 using PipeServer.Routing;
 using PipeServer.Server;
@@ -8,11 +9,12 @@ namespace PipeServer.Demo;
 
 // The executable's endpoints, all in one place. Each shows one thing a handler can do: a fixed body, JSON
 // without reflection, a streamed request body echoed back, a long wait that honours both tokens, a
-// chunked stream that ends cleanly on drain, and the two health probes an orchestrator needs.
+// chunked stream that ends cleanly on drain; and the two health probes an orchestrator needs (Admin/AdminEndpoints.cs),
+// unless the executable leaves them to the admin port.
 
 public static class DemoEndpoints
 {
-    public static Router Map(Router router, ServerLifetime lifetime)
+    public static Router Map(Router router, ServerLifetime lifetime, bool probes = true)
     {
         router.MapGet("/", (_, res) => res.WriteTextAsync("Hello from PipeServer: an HTTP/1.1 server on sockets and System.IO.Pipelines.\n"));
 
@@ -25,25 +27,8 @@ public static class DemoEndpoints
         router.MapGet("/slow", SlowAsync);
         router.MapGet("/stream", StreamAsync);
 
-        return MapProbes(router, lifetime);
-    }
-
-    /// <summary>The paths <see cref="MapProbes"/> maps: what the executable keeps in front of --root.</summary>
-    public static readonly IReadOnlyList<string> ProbePaths = ["/healthz", "/readyz"];
-
-    /// <summary>The health probes alone: the executable maps these (and not the demo) when it serves files.</summary>
-    public static Router MapProbes(Router router, ServerLifetime lifetime)
-    {
-        // Liveness: the process is up and serving. Stays 200 until exit, shutdown included.
-        router.MapGet("/healthz", (_, res) => res.WriteTextAsync("ok\n"));
-
-        // Readiness: 200 while serving normally, 503 from the first moment of shutdown so balancers stop sending.
-        router.MapGet("/readyz", (_, res) =>
-        {
-            if (lifetime.IsReady) return res.WriteTextAsync("ready\n");
-            res.StatusCode = 503;
-            return res.WriteTextAsync("shutting down\n");
-        });
+        // The two probes an orchestrator needs, on the traffic port unless --admin-on-traffic-port false (Admin/).
+        if (probes) AdminEndpoints.MapProbes(router, lifetime);
         return router;
     }
 

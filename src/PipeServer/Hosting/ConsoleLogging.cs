@@ -19,7 +19,8 @@ namespace PipeServer.Hosting;
 //
 // The "Listening on URL" announcement is a plain line in text mode (scripts and tests read it) and, in JSON
 // mode, a JSON event of category "PipeServer.Listening" lifted to Information the same way, so that every
-// line on stdout parses as JSON.
+// line on stdout parses as JSON. The admin listener's is "Admin listening on URL" (EventId 3, same category),
+// so that whatever reads the first "Listening on" line for the traffic port never takes the admin port.
 
 /// <summary>The executable's logger factories and the two lines that must not depend on --log-level.</summary>
 public sealed class ConsoleLogging : IDisposable
@@ -35,6 +36,9 @@ public sealed class ConsoleLogging : IDisposable
         Factory = LoggerFactory.Create(b =>
         {
             b.SetMinimumLevel(options.LogLevel);
+            // The admin listener's server: warnings and errors only (its shutdown phases and transport line would
+            // read as the traffic server's); never below --log-level.
+            b.AddFilter(Admin.AdminListener.LogCategory, options.LogLevel > LogLevel.Warning ? options.LogLevel : LogLevel.Warning);
             if (options.LogFormat == LogFormat.Json)
             {
                 b.AddJsonConsole(o => { o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ"; o.UseUtcTimestamp = true; });
@@ -91,6 +95,19 @@ public sealed class ConsoleLogging : IDisposable
         Console.Out.Flush();
     }
 
+    /// <summary>The admin listener's "Admin listening on URL" line (with its fd and name when systemd passed it), text or JSON as <see cref="AnnounceListening"/>.</summary>
+    public void AnnounceAdminListening(ListenerInfo listener)
+    {
+        if (_format == LogFormat.Json)
+        {
+            if (listener.Fd is int fd) LogAdminListeningOnPassed(_listening, listener.Url, fd, listener.Name ?? SystemdSocketActivation.UnknownName, null);
+            else LogAdminListening(_listening, listener.Url, null);
+            return;
+        }
+        Console.Out.WriteLine("Admin listening on " + listener.Url + listener.Origin);
+        Console.Out.Flush();
+    }
+
     public void Dispose()
     {
         // Disposing a console logger factory flushes its queue: the last access lines are written before exit.
@@ -102,6 +119,10 @@ public sealed class ConsoleLogging : IDisposable
         LoggerMessage.Define<string>(LogLevel.Information, new EventId(1, "Listening"), "Listening on {Url}");
     private static readonly Action<ILogger, string, int, string, Exception?> LogListeningOnPassed =
         LoggerMessage.Define<string, int, string>(LogLevel.Information, new EventId(1, "Listening"), "Listening on {Url} (fd {Fd}, name {FdName})");
+    private static readonly Action<ILogger, string, Exception?> LogAdminListening =
+        LoggerMessage.Define<string>(LogLevel.Information, new EventId(3, "AdminListening"), "Admin listening on {Url}");
+    private static readonly Action<ILogger, string, int, string, Exception?> LogAdminListeningOnPassed =
+        LoggerMessage.Define<string, int, string>(LogLevel.Information, new EventId(3, "AdminListening"), "Admin listening on {Url} (fd {Fd}, name {FdName})");
     private static readonly Action<ILogger, string, Exception?> LogAnnouncement =
         LoggerMessage.Define<string>(LogLevel.Information, new EventId(2, "Announcement"), "{Announcement}");
 

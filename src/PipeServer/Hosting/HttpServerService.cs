@@ -20,16 +20,19 @@ public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<Li
         }
         catch (SocketException ex)
         {
-            throw new InvalidOperationException(ex.SocketErrorCode switch
-            {
-                SocketError.AddressAlreadyInUse => "the address and port are already in use",
-                SocketError.AccessDenied => "permission denied (ports below 1024 need privileges)",
-                SocketError.AddressNotAvailable => "the address is not available on this machine",
-                _ => ex.Message,
-            }, ex);
+            throw new InvalidOperationException(Describe(ex), ex);
         }
         listening(server.Listeners);
     }
+
+    /// <summary>A failed bind in words an operator acts on (the admin listener's service says it too).</summary>
+    internal static string Describe(SocketException ex) => ex.SocketErrorCode switch
+    {
+        SocketError.AddressAlreadyInUse => "the address and port are already in use",
+        SocketError.AccessDenied => "permission denied (ports below 1024 need privileges)",
+        SocketError.AddressNotAvailable => "the address is not available on this machine",
+        _ => ex.Message,
+    };
 
     public override async Task RunAsync(CancellationToken stopping)
     {

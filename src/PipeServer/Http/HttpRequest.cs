@@ -19,7 +19,7 @@ public sealed class HttpRequest
     /// <summary>The request target exactly as sent.</summary>
     public string Target => _head.Target;
     public string Path => _head.Path;
-    /// <summary>The query string without '?'.</summary>
+    /// <summary>The query string without '?', exactly as sent (not decoded); <see cref="GetQueryValue"/> decodes one parameter.</summary>
     public string Query => _head.Query;
     public HttpVersion Version => _head.Version;
     public HttpHeaders Headers => _head.Headers;
@@ -33,14 +33,36 @@ public sealed class HttpRequest
     public long? ContentLength => _head.ContentLength >= 0 ? _head.ContentLength : null;
     public bool IsChunked => _head.IsChunked;
 
-    /// <summary>The body, streamed: reading never returns bytes past this request's end.</summary>
+    /// <summary>
+    /// The body as a <see cref="System.IO.Pipelines.PipeReader"/>, streamed: slices of the connection's buffer
+    /// (no copy), never a byte past this request's end. Each read is bounded: a body over the server's
+    /// MaxRequestBodySize, malformed chunked framing or a too slow upload ends the request (413, 400, 408).
+    /// </summary>
     public RequestBody Body { get; private set; } = null!;
+    /// <summary>The body as a read-only <see cref="Stream"/> over <see cref="Body"/> (one per connection: do not dispose it or keep it).</summary>
     public Stream BodyStream => Body.AsStream();
+
+    /// <summary>
+    /// Reads the whole body as JSON through source-generated metadata (a <c>JsonSerializerContext</c>'s
+    /// property). Malformed JSON is a <see cref="System.Text.Json.JsonException"/>: catch it to answer 400.
+    /// </summary>
+    public ValueTask<T?> ReadJsonAsync<T>(System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
+        System.Text.Json.JsonSerializer.DeserializeAsync(BodyStream, typeInfo, cancellationToken);
     /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
     public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
 
     /// <summary>The matched route template, set by the router (null when no route matched): the http.route metric label.</summary>
     public string? Route { get; set; }
+
+    /// <summary>
+    /// The values of the matched template's parameters ("/users/{id}" → id), percent-decoded; empty for a
+    /// literal route. Reused for the next request on the connection: copy what you need, do not keep it.
+    /// </summary>
+    public RouteValues RouteValues { get; } = new();
+
+    /// <summary>The value of route parameter <paramref name="name"/> (case-insensitive), if the matched template has it.</summary>
+    public bool TryGetRouteValue(string name, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out string value) =>
+        RouteValues.TryGetValue(name, out value);
 
     public long ConnectionId { get; private set; }
     /// <summary>The socket's peer: the client, or the balancer in front of it; null on a Unix socket (its peer has no address).</summary>
@@ -88,7 +110,10 @@ public sealed class HttpRequest
     /// Fires when this request can no longer be answered: the client went away (reset, failed write), or the
     /// server aborted the connection (shutdown deadline). Pass it to any wait inside a handler.
     /// </summary>
-    public CancellationToken Aborted { get; private set; }
+    // Asked of the connection each time: it makes its token source only when someone first asks (a GET-only
+    // keep-alive connection never does, and an idle one then holds no linked source and registration).
+    public CancellationToken Aborted => _owner?.Aborted ?? default;
+    private IRequestOwner? _owner;
 
     /// <summary>
     /// Fires when the server starts draining for shutdown. The current response will still be sent in full;
@@ -98,22 +123,27 @@ public sealed class HttpRequest
 
     private static readonly HttpHeaders EmptyHeaders = new();
 
-    internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, CancellationToken aborted, CancellationToken draining)
+    internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, IRequestOwner owner, CancellationToken draining)
     {
         _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
-        Aborted = aborted; Draining = draining; Route = null; _clientAddress = null;
+        _owner = owner; Draining = draining; Route = null; _clientAddress = null;
+        RouteValues.Clear();
     }
 
-    /// <summary>The first value of a query parameter, percent-decoded, or null.</summary>
-    public string? GetQueryValue(string name)
-    {
-        foreach (var part in Query.Split('&'))
-        {
-            int eq = part.IndexOf('=');
-            var key = eq < 0 ? part : part[..eq];
-            if (string.Equals(Uri.UnescapeDataString(key.Replace('+', ' ')), name, StringComparison.Ordinal))
-                return eq < 0 ? "" : Uri.UnescapeDataString(part[(eq + 1)..].Replace('+', ' '));
-        }
-        return null;
-    }
+    /// <summary>
+    /// The first value of query parameter <paramref name="name"/> (matched exactly, after decoding), or null
+    /// when absent; "" for "?name" or "?name=". Decoded as browsers encode a query: '+' is a space, then
+    /// percent-escapes as UTF-8 (an invalid escape is left as sent).
+    /// </summary>
+    public string? GetQueryValue(string name) => QueryString.GetValue(Query, name);
+
+    /// <summary>Every value of query parameter <paramref name="name"/>, in order ("?tag=a&amp;tag=b"), decoded as <see cref="GetQueryValue"/>; empty when absent.</summary>
+    public IReadOnlyList<string> GetQueryValues(string name) => QueryString.GetValues(Query, name);
+}
+
+/// <summary>The connection a request belongs to, as the request sees it: where its Aborted token comes from.</summary>
+internal interface IRequestOwner
+{
+    /// <summary>Fires when the request can no longer be answered (made on first use).</summary>
+    CancellationToken Aborted { get; }
 }

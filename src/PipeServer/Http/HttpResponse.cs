@@ -8,14 +8,17 @@ using System.Text.Json.Serialization.Metadata;
 namespace PipeServer.Http;
 
 // Where this sits: step 5 of a request's journey. The handler sets a status and headers and writes the
-// body; nothing reaches the connection's output until the response "starts" (first flush, or handler
-// return). Starting decides the framing once, by RFC 9112 §6:
-//   - handler returned without flushing  -> Content-Length = bytes buffered (the common case)
-//   - handler set ContentLength          -> Content-Length, body passed straight through
-//   - handler flushed with no length     -> chunked (HTTP/1.1) or close-delimited (HTTP/1.0)
-//   - HEAD, 1xx, 204, 304                -> the same headers, never a body
-// The response writes into the connection's PipeWriter but never flushes it on its own: the connection
-// flushes once per batch of pipelined requests, unless the handler asks (streaming).
+// body, as many times as it likes (text, bytes, JSON, a stream, or the PipeWriter); nothing reaches the
+// connection's output until the response "starts": the handler returns, flushes, or has written more than
+// MaxBufferedBody (64 KiB). Starting decides the framing once, by RFC 9112 §6:
+//   - handler returned, <= 64 KiB written -> Content-Length = bytes buffered (the common case)
+//   - handler set ContentLength           -> Content-Length, enforced: a byte too many throws, too few
+//                                            aborts the connection (a reset, not a FIN)
+//   - flushed, or over 64 KiB, no length  -> chunked (HTTP/1.1) or close-delimited (HTTP/1.0)
+//   - HEAD, 1xx, 204, 304                 -> the same headers, never a body
+// Until the response streams, it never flushes the connection's PipeWriter on its own: the connection
+// flushes once per batch of pipelined requests. Once it streams, the Write*Async methods flush whenever
+// 64 KiB are unsent, so a handler writing a large body in a loop waits for a slow client (backpressure).
 
 internal interface IResponseOwner
 {
@@ -56,8 +59,22 @@ public sealed class HttpResponse
     public string? ReasonPhrase { get; set; }
     public HttpHeaders Headers { get; } = new();
 
-    /// <summary>Set before writing to send the body with Content-Length instead of buffering or chunking.</summary>
-    public long? ContentLength { get; set; }
+    /// <summary>
+    /// Set before the response starts to send the body with this Content-Length whatever its size (no
+    /// chunking). Enforced: writing more throws (a 500 if nothing was sent yet); ending with fewer bytes
+    /// aborts the connection (the client sees a reset, never a short body it could take for a whole one).
+    /// </summary>
+    public long? ContentLength
+    {
+        get => _contentLength;
+        set
+        {
+            ThrowIfStarted();
+            if (value < 0) throw new ArgumentOutOfRangeException(nameof(value), "A Content-Length is not negative.");
+            _contentLength = value;
+        }
+    }
+    private long? _contentLength;
 
     /// <summary>The Content-Type. Kept apart from <see cref="Headers"/> (it is set on almost every response), and wins over a Content-Type added there.</summary>
     public string? ContentType { get; set; }
@@ -75,7 +92,7 @@ public sealed class HttpResponse
     internal void Reset(IResponseOwner owner, bool isHead, HttpVersion version)
     {
         _owner = owner; _isHead = isHead; _version = version;
-        _statusCode = 200; ReasonPhrase = null; ContentLength = null; ContentType = null;
+        _statusCode = 200; ReasonPhrase = null; _contentLength = null; ContentType = null;
         Headers.Clear();
         Framing = ResponseFraming.NotStarted;
         KeepAlive = false;
@@ -83,51 +100,87 @@ public sealed class HttpResponse
     }
 
     /// <summary>
-    /// Writes UTF-8 text with a known length: the fast path for small responses. As the first write it
-    /// starts the response (set status and headers before), and the text goes straight to the output.
+    /// Writes <paramref name="text"/> as UTF-8. May be called any number of times, mixed with the other
+    /// writes: up to 64 KiB in all is buffered and sent with Content-Length when the handler returns; more,
+    /// or a flush before, streams (chunked). Sets <see cref="ContentType"/> to <paramref name="contentType"/>,
+    /// or to "text/plain; charset=utf-8" when none is set yet (and the response has not started).
     /// </summary>
-    public ValueTask WriteTextAsync(string text, string contentType = "text/plain; charset=utf-8")
+    public ValueTask WriteTextAsync(string text, string? contentType = null)
     {
-        ContentType = contentType;
-        if (!HasStarted && _body.Written == 0)
+        ArgumentNullException.ThrowIfNull(text);
+        SetContentType(contentType, "text/plain; charset=utf-8");
+        if (text.Length <= 4096)
         {
-            ContentLength = Encoding.UTF8.GetByteCount(text);
-            _body.StartNow();
+            // Small text (every response of the demo): one span of the staging buffer, no count pass.
+            var span = _body.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
+            _body.Advance(Encoding.UTF8.GetBytes(text, span));
         }
-        var span = _body.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
-        int n = Encoding.UTF8.GetBytes(text, span);
-        _body.Advance(n);
-        return ValueTask.CompletedTask;
+        else Encoding.UTF8.GetBytes(text.AsSpan(), (IBufferWriter<byte>)_body); // in pieces: the bound applies part way
+        return _body.FlushIfStreamingBacklogAsync();
     }
 
-    /// <summary>Writes bytes with a known length; like <see cref="WriteTextAsync"/>, the first write starts the response.</summary>
-    public ValueTask WriteBytesAsync(ReadOnlySpan<byte> bytes, string contentType)
+    /// <summary>
+    /// Writes <paramref name="bytes"/>; buffered and framed as <see cref="WriteTextAsync"/>. Sets
+    /// <see cref="ContentType"/> to <paramref name="contentType"/>, or to "application/octet-stream" when none is set yet.
+    /// </summary>
+    public ValueTask WriteBytesAsync(ReadOnlySpan<byte> bytes, string? contentType = null)
     {
-        ContentType = contentType;
-        if (!HasStarted && _body.Written == 0)
-        {
-            ContentLength = bytes.Length;
-            _body.StartNow();
-        }
+        SetContentType(contentType, "application/octet-stream");
         _body.Write(bytes);
-        return ValueTask.CompletedTask;
+        return _body.FlushIfStreamingBacklogAsync();
     }
 
-    /// <summary>Serialises with System.Text.Json through source-generated metadata (no reflection).</summary>
+    /// <summary>
+    /// Serialises <paramref name="value"/> as JSON through source-generated metadata (no reflection; a
+    /// <c>JsonSerializerContext</c>'s property, e.g. <c>MyJsonContext.Default.User</c>), buffered and framed
+    /// as <see cref="WriteTextAsync"/>. Sets <see cref="ContentType"/> to "application/json" when none is set yet.
+    /// </summary>
     public ValueTask WriteJsonAsync<T>(T value, JsonTypeInfo<T> typeInfo)
     {
-        ContentType = "application/json";
+        ArgumentNullException.ThrowIfNull(typeInfo);
+        SetContentType(null, "application/json");
         // One writer per connection, reset per use: a Utf8JsonWriter is a class, and this is the hot path of /json.
         if (_jsonWriter is null) _jsonWriter = new Utf8JsonWriter((IBufferWriter<byte>)_body);
         else _jsonWriter.Reset((IBufferWriter<byte>)_body);
         JsonSerializer.Serialize(_jsonWriter, value, typeInfo);
         _jsonWriter.Flush();
-        return ValueTask.CompletedTask;
+        return _body.FlushIfStreamingBacklogAsync();
+    }
+
+    /// <summary>
+    /// Copies <paramref name="source"/> to the end into the body. A short stream is sent with Content-Length
+    /// like any small body; a longer one streams, each read sent as it comes (a slow client slows the copy).
+    /// Sets <see cref="ContentType"/> to <paramref name="contentType"/>, or to "application/octet-stream" when none is set yet.
+    /// Stops early, without an exception, if the client has gone (the connection is then closed).
+    /// </summary>
+    public async ValueTask CopyFromAsync(Stream source, string? contentType = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        SetContentType(contentType, "application/octet-stream");
+        while (true)
+        {
+            var memory = _body.GetMemory();
+            int n = await source.ReadAsync(memory, cancellationToken).ConfigureAwait(false);
+            if (n == 0) return;
+            _body.Advance(n);
+            if (HasStarted)
+            {
+                var flush = await _body.FlushAsync(cancellationToken).ConfigureAwait(false);
+                if (flush.IsCompleted) return;
+            }
+        }
+    }
+
+    private void SetContentType(string? contentType, string fallback)
+    {
+        if (HasStarted) return; // the head is sent: a later type could only be wrong
+        if (contentType is not null) ContentType = contentType;
+        else ContentType ??= fallback;
     }
 
     private Utf8JsonWriter? _jsonWriter;
 
-    /// <summary>Sends the head and what is buffered now; later writes stream.</summary>
+    /// <summary>Sends the head and what is buffered now; later writes stream (chunked on HTTP/1.1, close-delimited on 1.0, unless <see cref="ContentLength"/> is set).</summary>
     public async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) =>
         await _body.FlushAsync(cancellationToken).ConfigureAwait(false);
 
@@ -171,7 +224,7 @@ public sealed class HttpResponse
             {
                 if (!long.TryParse(cl, System.Globalization.NumberStyles.None, null, out long parsed))
                     throw new InvalidOperationException("Invalid Content-Length header set by the handler.");
-                ContentLength = parsed;
+                _contentLength = parsed;
                 Headers.Remove(KnownHeaders.ContentLength);
             }
             Headers.Remove(KnownHeaders.TransferEncoding);
@@ -185,7 +238,7 @@ public sealed class HttpResponse
         bool bodyAllowed = HttpStatus.AllowsBody(_statusCode);
         if (!bodyAllowed) Framing = ResponseFraming.NoBody;
         else if (ContentLength is not null) Framing = ResponseFraming.ContentLength;
-        else if (complete) { ContentLength = bufferedBodyLength; Framing = ResponseFraming.ContentLength; }
+        else if (complete) { _contentLength = bufferedBodyLength; Framing = ResponseFraming.ContentLength; }
         else Framing = _version == HttpVersion.Http11 ? ResponseFraming.Chunked : ResponseFraming.CloseDelimited;
 
         KeepAlive = !handlerWantsClose && Framing != ResponseFraming.CloseDelimited && _owner.KeepAliveAtResponseStart(this);
@@ -253,7 +306,7 @@ public sealed class HttpResponse
     internal void WriteSimple(int statusCode, string text)
     {
         _statusCode = statusCode;
-        ContentLength = null;
+        _contentLength = null;
         Headers.Clear();
         _body.DiscardBuffered();
         ContentType = "text/plain; charset=utf-8";
@@ -276,6 +329,7 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     private Memory<byte> _chunkFull; // memory taken from the output in chunked mode: prefix + data + CRLF
     private int _chunkPrefixLength;
     private bool _responseCompleted;
+    private long _unflushed; // body bytes put in the output since the last flush (after start)
 
     public long Written { get; private set; }
 
@@ -285,6 +339,7 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         _buffered = 0;
         Written = 0;
         _responseCompleted = false;
+        _unflushed = 0;
         _chunkFull = default;
         if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
     }
@@ -301,8 +356,15 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         switch (response.Framing)
         {
             case ResponseFraming.NotStarted:
-                EnsureBuffer(Math.Max(sizeHint, 1));
-                return _buffer.AsMemory(_buffered);
+                if (_buffered + Math.Max(sizeHint, 1) <= HttpResponse.MaxBufferedBody || !HttpStatus.AllowsBody(response.StatusCode))
+                {
+                    EnsureBuffer(Math.Max(sizeHint, 1));
+                    return _buffer.AsMemory(_buffered);
+                }
+                // The bound: more than MaxBufferedBody is never staged. Start (chunked unless a length is
+                // set) and let this write go to the output.
+                StartAndMoveBuffered(complete: false);
+                return GetMemory(sizeHint);
             case ResponseFraming.ContentLength:
             case ResponseFraming.CloseDelimited:
                 return _output.GetMemory(sizeHint);
@@ -338,10 +400,12 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
                 Written += bytes;
                 CheckContentLength();
                 _output.Advance(bytes);
+                _unflushed += bytes;
                 break;
             case ResponseFraming.CloseDelimited:
                 Written += bytes;
                 _output.Advance(bytes);
+                _unflushed += bytes;
                 break;
             case ResponseFraming.Chunked:
                 if (bytes == 0) return;
@@ -353,6 +417,7 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
                 span[_chunkPrefixLength + bytes + 1] = (byte)'\n';
                 _output.Advance(_chunkPrefixLength + bytes + 2);
                 Written += bytes;
+                _unflushed += bytes;
                 break;
             default:
                 Written += bytes;
@@ -369,19 +434,27 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     public override async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default)
     {
         if (response.Framing == ResponseFraming.NotStarted) StartAndMoveBuffered(complete: false);
+        _unflushed = 0;
         return await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// Once the response streams, the Write*Async helpers send what is pending whenever it passes the bound,
+    /// so a handler writing in a loop waits for a slow client instead of growing the output without limit.
+    /// Before that (and for a small streamed write) nothing is flushed: the connection flushes per batch.
+    /// </summary>
+    internal ValueTask FlushIfStreamingBacklogAsync()
+    {
+        if (_unflushed < HttpResponse.MaxBufferedBody || !response.HasStarted) return ValueTask.CompletedTask;
+        return FlushBacklogAsync();
+    }
+
+    private async ValueTask FlushBacklogAsync() => await FlushAsync().ConfigureAwait(false);
 
     public override void CancelPendingFlush() => _output.CancelPendingFlush();
 
     /// <summary>A handler completing the body writer means "no more body"; the connection ends the response.</summary>
     public override void Complete(Exception? exception = null) { }
-
-    /// <summary>Starts the response with nothing buffered (the length is already known): the body then goes straight to the output.</summary>
-    internal void StartNow()
-    {
-        if (response.Framing == ResponseFraming.NotStarted) StartAndMoveBuffered(complete: false);
-    }
 
     internal void CompleteResponse()
     {
@@ -431,7 +504,8 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     private void EnsureBuffer(int sizeHint)
     {
         if (_buffer.Length - _buffered >= sizeHint) return;
-        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffered + sizeHint, Math.Max(512, _buffer.Length * 2)));
+        // Doubling, but not past the bound (GetMemory starts the response rather than stage more than it).
+        var bigger = ArrayPool<byte>.Shared.Rent(Math.Max(_buffered + sizeHint, Math.Min(Math.Max(512, _buffer.Length * 2), HttpResponse.MaxBufferedBody)));
         _buffer.AsSpan(0, _buffered).CopyTo(bigger);
         if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
         _buffer = bigger;

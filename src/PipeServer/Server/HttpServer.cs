@@ -36,8 +36,8 @@ public sealed partial class HttpServer : IAsyncDisposable
     public const string PlainTextScheme = "http";
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
-    /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them.</summary>
-    private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+    /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them (a stop's bound is drain delay + shutdown timeout + this).</summary>
+    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
 
     private readonly HttpServerOptions _options;
@@ -112,9 +112,10 @@ public sealed partial class HttpServer : IAsyncDisposable
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
         // Before binding: a transport that cannot run must not leave a bound port behind.
-        _transport = ConnectionTransport.Create(_options.Transport, _logger);
-        if (_transport.LoopCount > 0) LogTransportLoops(_logger, _transport.Name, _transport.LoopCount);
-        else LogTransportPool(_logger, _transport.Name);
+        _transport = ConnectionTransport.Create(_options.Transport, _logger, StartLinuxTransport);
+        string selected = _options.Transport == TransportKind.Auto ? " (auto)" : "";
+        if (_transport.LoopCount > 0) LogTransportLoops(_logger, _transport.Name, selected, _transport.LoopCount);
+        else LogTransportPool(_logger, _transport.Name, selected);
         if (_given.Count > 0)
         {
             _listeners = _given.Select(g => new Listener(g.Socket, new ListenerInfo(g.Socket.LocalEndPoint!, (int)g.Socket.Handle, g.Name))).ToArray();
@@ -168,6 +169,9 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// fail the way the kernel can (ECONNABORTED, EPROTO, EMFILE...) to see that the loop survives it. Set before StartAsync.
     /// </summary>
     internal Func<Socket, CancellationToken, ValueTask<Socket>> AcceptSocket { get; set; } = static (listener, ct) => listener.AcceptAsync(ct);
+
+    /// <summary>How the Linux transport is started (null: the real one). A seam for tests that make it fail, to see auto fall back and linux refuse. Set before StartAsync.</summary>
+    internal Func<ILogger, ConnectionTransport>? StartLinuxTransport { get; set; }
 
     /// <summary>A listening socket and what it is (its accept loop: the same index in _acceptLoops).</summary>
     private sealed class Listener(Socket socket, ListenerInfo info)
@@ -637,11 +641,12 @@ public sealed partial class HttpServer : IAsyncDisposable
     [LoggerMessage(EventId = 30, Level = LogLevel.Warning, Message = "Connection {ConnectionId} from {Peer} closed before its first request: {Reason}")]
     private static partial void LogProxyHeaderRejected(ILogger logger, long connectionId, string peer, string reason);
 
-    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Transport {Transport}: {Loops} event loop(s), one thread each")]
-    private static partial void LogTransportLoops(ILogger logger, string transport, int loops);
+    // Selected: " (auto)" when --transport auto picked it, else empty.
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "Transport {Transport}{Selected}: {Loops} event loop(s), one thread each")]
+    private static partial void LogTransportLoops(ILogger logger, string transport, string selected, int loops);
 
-    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Transport {Transport}: connections run on the thread pool")]
-    private static partial void LogTransportPool(ILogger logger, string transport);
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "Transport {Transport}{Selected}: connections run on the thread pool")]
+    private static partial void LogTransportPool(ILogger logger, string transport, string selected);
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "Accept loop failed")]
     private static partial void LogAcceptLoopFault(ILogger logger, Exception exception);

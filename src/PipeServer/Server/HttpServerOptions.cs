@@ -98,11 +98,12 @@ public sealed record HttpServerOptions
     public bool ProxyProtocol { get; init; }
 
     /// <summary>
-    /// What moves the bytes between sockets and connections (Transports/). Default
-    /// <see cref="TransportKind.Sockets"/>, on every OS; <see cref="TransportKind.Linux"/> runs epoll event loops,
-    /// one per CPU the process may use, and there a handler that blocks its thread stalls its loop's other connections.
+    /// What moves the bytes between sockets and connections (Transports/). Default <see cref="TransportKind.Auto"/>.
+    /// <see cref="TransportKind.Sockets"/> runs on every OS; <see cref="TransportKind.Linux"/> runs epoll event loops,
+    /// one per CPU the process may use, and there a handler that blocks its thread stalls its loop's other connections;
+    /// <see cref="TransportKind.Auto"/> is Linux where it runs and sockets elsewhere (or, with a warning, when it cannot start).
     /// </summary>
-    public TransportKind Transport { get; init; } = TransportKind.Sockets;
+    public TransportKind Transport { get; init; } = TransportKind.Auto;
 
     /// <summary>Throws ArgumentException naming the first invalid value.</summary>
     public void Validate()

@@ -295,7 +295,12 @@ public sealed class StaticFileHandler
     /// instead of the response's staging buffer. Nothing is flushed: a small file still leaves with the
     /// connection's one flush per batch.
     /// </summary>
-    private static void StartWithLength(HttpResponse response) => ((ResponseBodyWriter)response.Body).StartNow();
+    private static void StartWithLength(HttpResponse response)
+    {
+        // HttpResponse.Start with nothing staged is what the body writer itself does when a write passes its
+        // staging bound; here it happens before the first write, so the file's bytes skip the staging copy.
+        if (!response.HasStarted && response.BodyBytesWritten == 0) response.Start(0, complete: false);
+    }
 
     private ValueTask ListDirectory(HttpRequest request, HttpResponse response, string directory)
     {

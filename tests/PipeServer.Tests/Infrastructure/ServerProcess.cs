@@ -24,6 +24,8 @@ public sealed partial class ServerProcess : IDisposable
     private ServerProcess(Process process) => _process = process;
 
     public int Port { get; private set; }
+    /// <summary>The admin port (--admin-port), from the "Admin listening on" line, which comes before the traffic port's; null when there is none.</summary>
+    public int? AdminPort { get; private set; }
     public int Pid => _process.Id;
     public string Output { get { lock (_output) return string.Join('\n', _output); } }
     /// <summary>Standard output alone, line by line (Output interleaves standard error too).</summary>
@@ -59,6 +61,23 @@ public sealed partial class ServerProcess : IDisposable
         var p = RunCommand("bash", ["-c", $"ulimit -Sn {limit} && ulimit -Hn {limit} && exec \"$0\" \"$@\"",
             "dotnet", ExecutablePath, "--address", "127.0.0.1", "--port", "0", "--heartbeat-interval", "0", .. args]);
         return ListeningAsync(p);
+    }
+
+    /// <summary>
+    /// Starts one of the repository's sample programs (samples/NAME, built with the tests' configuration) and
+    /// waits (bounded) for its "Listening on" line, as <see cref="StartAsync"/> does for the executable.
+    /// </summary>
+    public static Task<ServerProcess> StartSampleAsync(string name, params string[] args)
+    {
+        // AppContext.BaseDirectory is tests/PipeServer.Tests/bin/CONFIGURATION/TFM/.
+        var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string tfm = testBin.Name, configuration = testBin.Parent!.Name;
+        var root = testBin;
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "PipeServer.sln"))) root = root.Parent;
+        if (root is null) throw new DirectoryNotFoundException($"no PipeServer.sln above {AppContext.BaseDirectory}");
+        var dll = Path.Combine(root.FullName, "samples", name, "bin", configuration, tfm, name + ".dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"sample {name} is not built", dll);
+        return ListeningAsync(RunCommand("dotnet", [dll, .. args]));
     }
 
     /// <summary>Waits (bounded) for the "Listening on" line and takes the port from it; a server that never listens is killed.</summary>
@@ -105,6 +124,8 @@ public sealed partial class ServerProcess : IDisposable
     {
         if (line is null) return;
         lock (_output) _output.Add(line);
+        var admin = AdminListeningLine().Match(line);
+        if (admin.Success) AdminPort = int.Parse(admin.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         var m = ListeningLine().Match(line);
         if (m.Success) _port.TrySetResult(int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
     }
@@ -112,6 +133,9 @@ public sealed partial class ServerProcess : IDisposable
     // Also inside a JSON event (--log-format json), where a quote ends the URL.
     [GeneratedRegex(@"Listening on http://[^\s""]+:(\d+)")]
     private static partial Regex ListeningLine();
+
+    [GeneratedRegex(@"Admin listening on http://[^\s""]+:(\d+)")]
+    private static partial Regex AdminListeningLine();
 
     /// <summary>Waits (bounded) until a line of output contains <paramref name="text"/>; throws with the output so far if none does.</summary>
     public async Task WaitForOutputAsync(string text, TimeSpan? timeout = null)

@@ -110,6 +110,22 @@ public class ExecutableTests
     {
         using var server = ServerProcess.Run(["--transport", "iouring"]);
         Assert.Equal(1, await server.WaitForExitAsync());
-        Assert.Contains("--transport: 'iouring' is not sockets or linux", server.Output);
+        Assert.Contains("--transport: 'iouring' is not auto, sockets or linux", server.Output);
+    }
+
+    [Fact]
+    public async Task Auto_runs_the_linux_transport_on_linux_and_says_so()
+    {
+        using var server = await ServerProcess.StartOnAsync("auto");
+        await server.WaitForOutputAsync(PipeServer.Transports.Linux.LinuxTransport.IsSupported
+            ? $"Transport linux (auto): {PipeServer.Transports.Linux.LinuxTransport.UsableCpuCount()} event loop(s), one thread each"
+            : "Transport sockets (auto): connections run on the thread pool", TimeSpan.FromSeconds(10));
+        await using (var c = await RawConnection.ConnectAsync(server.Port))
+        {
+            await c.SendAsync("GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(200, (await c.ReadResponseAsync()).Status);
+        }
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
     }
 }

@@ -49,6 +49,19 @@ public class StaticFileProcessTests(ITestOutputHelper output) : IDisposable
     }
 
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task With_the_probes_only_on_the_admin_port_every_traffic_path_is_a_file(string transport)
+    {
+        File.WriteAllText(Path.Combine(_root.FullName, "healthz"), "a file called healthz\n");
+        using var server = await ServerProcess.StartOnAsync(transport, "--root", _root.FullName, "--admin-port", "0", "--admin-on-traffic-port", "false");
+        Assert.Equal("a file called healthz\n", (await GetAsync(server.Port, "/healthz")).BodyText);
+        Assert.Equal(404, (await GetAsync(server.Port, "/readyz")).Status);
+        Assert.Equal("ok\n", (await GetAsync(server.AdminPort!.Value, "/healthz")).BodyText);
+        Assert.Equal(200, (await GetAsync(server.AdminPort!.Value, "/readyz")).Status);
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(0, await server.WaitForExitAsync());
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task PIPESERVER_ROOT_does_the_same_and_metrics_is_a_file_path_without_the_flag(string transport)
     {
         File.WriteAllText(Path.Combine(_root.FullName, "metrics"), "a file called metrics\n");

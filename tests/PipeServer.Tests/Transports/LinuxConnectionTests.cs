@@ -470,6 +470,55 @@ public class LinuxConnectionInputTests
     }
 
     [Fact]
+    public async Task A_connection_that_starts_after_its_loop_stopped_is_reset_and_its_run_completes()
+    {
+        // The shutdown race: the accept loop took a socket and made its connection just before the transport
+        // stopped, and its RunAsync (the hand-over to the loop) comes after the loop's last pass. Before the
+        // fix the hand-over went into a queue nobody drained: RunAsync never completed and the client's
+        // socket stayed open, unanswered, until the process exited.
+        await using var rig = new Rig();
+        await rig.StartAsync();
+        rig.Transport.Dispose();
+        var running = rig.Connection.RunAsync();
+        await running.WaitAsync(Bound);
+        Assert.Equal(CloseKind.Reset, await rig.Client.WaitForCloseAsync(Bound));
+        Assert.True((await rig.Connection.Input.ReadAsync().AsTask().WaitAsync(Bound)).IsCompleted); // the protocol's read ends too
+    }
+
+    [Fact]
+    public async Task Connections_handed_over_while_the_loop_stops_are_all_reset()
+    {
+        // The same race left to timing: hand-overs posted while Dispose runs land before the loop's last pass
+        // (reset by its sweep), during it, or after it (reset by the refused hand-over). Every one must end.
+        var transport = new PipeServer.Transports.Linux.LinuxTransport(1);
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start(64);
+        var clients = new List<RawConnection>();
+        var connections = new List<PipeServer.Transports.Linux.LinuxConnection>();
+        try
+        {
+            var options = new System.IO.Pipelines.PipeOptions(useSynchronizationContext: false);
+            for (int i = 0; i < 32; i++)
+            {
+                var accepting = listener.AcceptSocketAsync();
+                clients.Add(await RawConnection.ConnectAsync(((System.Net.IPEndPoint)listener.LocalEndpoint).Port));
+                connections.Add(transport.Create(await accepting.WaitAsync(Bound), options, options, static () => { }));
+            }
+            var starting = Task.Run(() => connections.Select(c => c.RunAsync()).ToArray());
+            transport.Dispose();
+            var runs = await starting.WaitAsync(Bound);
+            await Task.WhenAll(runs).WaitAsync(Bound);
+            foreach (var client in clients) Assert.Equal(CloseKind.Reset, await client.WaitForCloseAsync(Bound));
+        }
+        finally
+        {
+            foreach (var client in clients) await client.DisposeAsync();
+            transport.Dispose();
+            listener.Stop();
+        }
+    }
+
+    [Fact]
     public async Task Try_close_idle_sends_what_was_flushed_then_fin_when_nothing_came_since_the_mark()
     {
         await using var rig = new Rig();

@@ -24,8 +24,13 @@ namespace PipeServer.Transports.Linux;
 // send on this thread without one hand-off, and a handler that awaited (Task.Delay, I/O) continues on
 // whatever thread resumed it; its flush lands here as a posted item.
 //
-// Threads: everything below marked "loop only" is touched by the loop thread alone. Post, Wake and
+// Threads: everything below marked "loop only" is touched by the loop thread alone. TryPost, Wake and
 // Schedule are safe from any thread.
+//
+// Stopping: the loop's last pass closes the post gate (TryPost says no from then on), runs every item posted
+// before that, and resets every connection it owns; then the thread ends and the fds are closed. A caller
+// whose post is refused does the work itself, knowing no loop will: a connection handed over too late
+// (RunAsync after the last pass) is reset on the caller's thread, a pipe continuation runs inline.
 
 /// <summary>One event-loop thread: an epoll set, an eventfd for wake-ups, and the connections it owns.</summary>
 internal sealed partial class EventLoop : PipeScheduler
@@ -39,6 +44,8 @@ internal sealed partial class EventLoop : PipeScheduler
     private readonly ILogger _logger;
     private readonly ConcurrentQueue<(Action<object?> Action, object? State)> _posted = new();
     private int _signalled;          // 1 once someone wrote the eventfd since the loop last reset it (any thread)
+    private readonly Lock _postGate = new(); // guards _refusing, and the eventfd write against the fd's close
+    private bool _refusing;          // guarded by _postGate: the loop has taken its last posts
     private volatile bool _stopping;
     private int _threadId;           // the loop thread's managed id; written once before the loop starts taking work
 
@@ -95,15 +102,26 @@ internal sealed partial class EventLoop : PipeScheduler
 
     public override void Schedule(Action<object?> action, object? state)
     {
-        if (IsOnLoop) action(state);
-        else Post(action, state);
+        // A pipe continuation after the loop stopped (its connections are all closed, their pipes completed):
+        // nobody else will run it, so it runs here, as PipeScheduler.Inline would.
+        if (IsOnLoop || !TryPost(action, state)) action(state);
     }
 
-    /// <summary>Queues work for the loop and wakes it; never runs inline, even on the loop thread.</summary>
-    public void Post(Action<object?> action, object? state)
+    /// <summary>
+    /// Queues work for the loop and wakes it; never runs inline, even on the loop thread. False once the loop
+    /// has stopped taking work (its last pass has begun): the item was not queued and never will run there.
+    /// </summary>
+    public bool TryPost(Action<object?> action, object? state)
     {
-        _posted.Enqueue((action, state));
-        if (!IsOnLoop) Wake();
+        // The gate makes "queued" and "the last pass will run it" one fact: the loop closes it before its final
+        // drain. It also keeps the eventfd open under the write. Uncontended except while stopping.
+        lock (_postGate)
+        {
+            if (_refusing) return false;
+            _posted.Enqueue((action, state));
+            if (!IsOnLoop) Wake();
+        }
+        return true;
     }
 
     private void Wake()
@@ -181,8 +199,9 @@ internal sealed partial class EventLoop : PipeScheduler
             RunPosted();
             ExpireLingering();
             SendQueued();
-            if (_stopping) { AbortAll(); break; }
+            if (_stopping) break;
         }
+        AbortAll();
         LinuxNative.close(_eventFd);
         LinuxNative.close(_epoll);
     }
@@ -231,9 +250,15 @@ internal sealed partial class EventLoop : PipeScheduler
         }
     }
 
+    /// <summary>The last pass: no more posts; run what was posted (hand-overs register, aborts close); reset every connection still here.</summary>
     private void AbortAll()
     {
-        RunPosted();
+        lock (_postGate) _refusing = true;
+        while (_posted.TryDequeue(out var item))
+        {
+            try { item.Action(item.State); }
+            catch (Exception ex) { LogCallbackFailed(_logger, Index, ex); }
+        }
         for (int i = 0; i < _nextSlot; i++)
             if (_slots[i] is { } c) Guard(static (c, _) => c.CloseFromLoop(abortive: true, inputError: null), c, 0);
     }

@@ -58,7 +58,7 @@ public sealed class LinuxConnection : TransportConnection
     private readonly Action _onPeerFailure;
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Action _onOutputReady;   // continuation of the pending output read (runs on the loop)
-    private readonly Action _onInputResumed;  // continuation of a paused input flush (runs on the loop)
+    private Action? _onInputResumed;          // continuation of a paused input flush (runs on the loop); made the first time input pauses (loop only)
 
     // Any thread.
     private volatile bool _aborted;
@@ -67,6 +67,7 @@ public sealed class LinuxConnection : TransportConnection
     private volatile bool _receiving;         // the loop holds bytes taken from the kernel but not yet flushed into the input pipe
     private long _received;                   // bytes taken from the kernel so far; written by the loop only
     private int _started, _peerFailed;
+    private int _closing;                     // 1 once CloseFromLoop began (a refused hand-over closes off the loop, once)
 
     // Loop only.
     private bool _registered;
@@ -87,15 +88,16 @@ public sealed class LinuxConnection : TransportConnection
         _loop = loop;
         // The fd is ours from here on: nothing may start an async operation on this Socket, or the runtime
         // would register the same fd in its own epoll set and race us for the bytes. Sync calls (options,
-        // endpoints) are fine. Non-blocking as well as MSG_DONTWAIT on every call: the loop must never sleep in a syscall.
-        _socket.Blocking = false;
+        // endpoints) are fine. The fd stays in blocking mode, as accept4 made it: every recv and send passes
+        // MSG_DONTWAIT, and nothing else the loop calls can block (shutdown, ioctl, getsockopt; close, since
+        // SO_LINGER is either off or 0). Socket.Blocking = false would cost two fcntl per accept and make the
+        // runtime create its SocketAsyncContext (a few hundred bytes per connection, never used here).
         _handle = socket.SafeHandle;
         _fd = (int)_handle.DangerousGetHandle();
         _input = new Pipe(loop.Adapt(inputOptions));
         _output = new Pipe(loop.Adapt(outputOptions));
         _onPeerFailure = onPeerFailure;
         _onOutputReady = OnOutputReady;
-        _onInputResumed = OnInputResumed;
         RemoteEndPoint = ConfigureAccepted(socket); // TCP_NODELAY on TCP only, and the peer's address (none on a Unix socket)
     }
 
@@ -109,7 +111,9 @@ public sealed class LinuxConnection : TransportConnection
     /// <summary>Hands the socket to its loop; completes when the socket is closed (never faults).</summary>
     public override Task RunAsync()
     {
-        if (Interlocked.Exchange(ref _started, 1) == 0) _loop.Post(s_register, this);
+        // Refused: the loop has stopped (the transport is being disposed) and will never see this socket, so
+        // it is reset here; nothing on the loop knows it, so closing from this thread races nothing there.
+        if (Interlocked.Exchange(ref _started, 1) == 0 && !_loop.TryPost(s_register, this)) CloseFromLoop(abortive: true, inputError: null);
         return _closed.Task;
     }
 
@@ -121,8 +125,9 @@ public sealed class LinuxConnection : TransportConnection
         try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { }
         try { _input.Writer.CancelPendingFlush(); } catch (InvalidOperationException) { }
         // The close itself happens on the loop, which is the only thread that uses the fd (so it is never
-        // closed, and its number reused, under a syscall in flight).
-        _loop.Post(s_abort, this);
+        // closed, and its number reused, under a syscall in flight). Refused once the loop has stopped: its last
+        // pass resets every connection it registered, and one never handed over is reset by RunAsync.
+        _loop.TryPost(s_abort, this);
     }
 
     public override void RequestLingeringClose() => _lingerRequested = true;
@@ -164,11 +169,12 @@ public sealed class LinuxConnection : TransportConnection
     public override ValueTask<bool> TryCloseIdleAsync(long receivedMark)
     {
         var idle = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _loop.Post(static s =>
+        bool queued = _loop.TryPost(static s =>
         {
             var (connection, idle, mark) = ((LinuxConnection, TaskCompletionSource<bool>, long))s!;
             connection.BeginIdleClose(idle, mark);
         }, (this, idle, receivedMark));
+        if (!queued) return new ValueTask<bool>(true); // the loop has stopped: the connection is being reset regardless
         return new ValueTask<bool>(idle.Task);
     }
 
@@ -266,7 +272,7 @@ public sealed class LinuxConnection : TransportConnection
                 _inputState = InputState.Paused; // backpressure: stop reading the socket until the reader catches up
                 UpdateInterest();
                 _pausedFlush = flush;
-                flush.GetAwaiter().UnsafeOnCompleted(_onInputResumed);
+                flush.GetAwaiter().UnsafeOnCompleted(_onInputResumed ??= OnInputResumed); // rare: most connections never pause
             }
             return;
         }
@@ -461,7 +467,7 @@ public sealed class LinuxConnection : TransportConnection
     /// <summary>Closes the socket (RST if abortive) and completes both pipes; RunAsync's task completes. Idempotent.</summary>
     internal void CloseFromLoop(bool abortive, Exception? inputError, Exception? outputError = null)
     {
-        if (_isClosed) return;
+        if (_isClosed || Interlocked.Exchange(ref _closing, 1) != 0) return;
         _isClosed = true;
         if (_registered)
         {

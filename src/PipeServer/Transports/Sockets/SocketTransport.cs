@@ -6,7 +6,7 @@ namespace PipeServer.Transports.Sockets;
 // Where this sits: the portable transport behind the seam (../ConnectionTransport.cs). It owns nothing but
 // the connections it makes: each SocketConnection runs on the thread pool through .NET's socket engine.
 
-/// <summary>The default transport: .NET sockets, on every OS.</summary>
+/// <summary>The portable transport: .NET sockets, on every OS (what auto picks off Linux).</summary>
 public sealed class SocketTransport : ConnectionTransport
 {
     public override string Name => "sockets";

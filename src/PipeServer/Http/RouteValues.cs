@@ -1,0 +1,46 @@
+using System.Collections;
+using System.Diagnostics.CodeAnalysis;
+
+namespace PipeServer.Http;
+
+// Where this sits: on the request, filled by the router (Routing/Router.cs) when a template such as
+// "/users/{id}" matched, read by the handler. One instance per connection like the request itself, cleared
+// per request: a literal route never touches it, so it costs nothing on the hot path.
+
+/// <summary>
+/// The values of a matched route template's parameters, by name (case-insensitive), percent-decoded.
+/// Reused for the connection's next request: copy a value (it is a string) rather than keep the collection.
+/// </summary>
+public sealed class RouteValues : IReadOnlyDictionary<string, string>
+{
+    // A template has a handful of parameters: a list beats a dictionary here, and is reused per connection.
+    private readonly List<KeyValuePair<string, string>> _values = [];
+
+    public int Count => _values.Count;
+
+    /// <summary>The value of <paramref name="name"/>; a <see cref="KeyNotFoundException"/> when the route has no such parameter.</summary>
+    public string this[string name] => TryGetValue(name, out var value) ? value : throw new KeyNotFoundException($"The matched route has no parameter '{name}'.");
+
+    public bool TryGetValue(string name, [MaybeNullWhen(false)] out string value)
+    {
+        foreach (var (key, v) in _values)
+        {
+            if (string.Equals(key, name, StringComparison.OrdinalIgnoreCase)) { value = v; return true; }
+        }
+        value = null;
+        return false;
+    }
+
+    public bool ContainsKey(string name) => TryGetValue(name, out _);
+    public IEnumerable<string> Keys => _values.Select(kv => kv.Key);
+    public IEnumerable<string> Values => _values.Select(kv => kv.Value);
+    public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => _values.GetEnumerator();
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
+
+    internal void Add(string name, string value) => _values.Add(new(name, value));
+
+    internal void Clear()
+    {
+        if (_values.Count > 0) _values.Clear();
+    }
+}
