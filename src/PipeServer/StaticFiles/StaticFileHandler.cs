@@ -46,11 +46,33 @@ public sealed class StaticFileHandler
     [ThreadStatic] private static List<ByteRange>? t_ranges;
 
     /// <summary>Throws <see cref="ArgumentException"/> for bad options and <see cref="DirectoryNotFoundException"/> or <see cref="UnauthorizedAccessException"/> for a root that cannot be served.</summary>
-    public StaticFileHandler(StaticFileOptions options)
+    public StaticFileHandler(StaticFileOptions options) : this(options, prefixSegments: 0) { }
+
+    /// <param name="options">The options.</param>
+    /// <param name="prefixSegments">Leading path segments that name the mount point, not the file (Router.MapStaticFiles).</param>
+    internal StaticFileHandler(StaticFileOptions options, int prefixSegments)
     {
         options.Validate();
         _options = options;
         _realRoot = CheckRoot(options.Root);
+        _prefixSegments = prefixSegments;
+    }
+
+    private readonly int _prefixSegments;
+
+    /// <summary>
+    /// The raw path below the mount point. The router matched the prefix segment by segment (decoding escapes),
+    /// so its raw bytes may be spelt differently from the template: segments are skipped, not bytes.
+    /// </summary>
+    private ReadOnlySpan<byte> PathBelowMount(ReadOnlySpan<byte> raw)
+    {
+        for (int skipped = 0; skipped < _prefixSegments; skipped++)
+        {
+            int next = raw.Length > 1 ? raw[1..].IndexOf((byte)'/') : -1;
+            if (next < 0) return "/"u8;
+            raw = raw[(next + 1)..];
+        }
+        return raw;
     }
 
     /// <summary>The root's real path (every link followed), as the containment check compares against it.</summary>
@@ -76,7 +98,7 @@ public sealed class StaticFileHandler
     /// <summary>The RequestHandler to give the server (or to put behind other routes).</summary>
     public ValueTask HandleAsync(HttpRequest request, HttpResponse response)
     {
-        request.Route = RouteLabel;
+        request.Route ??= RouteLabel; // mounted on a router, its template is the label
         if (request.KnownMethod is not (HttpMethod.Get or HttpMethod.Head))
         {
             // A file tree is read-only over HTTP: the methods that would change it are "not allowed", not "not found" (§15.5.6).
@@ -87,7 +109,7 @@ public sealed class StaticFileHandler
         if (request.TargetForm is not (RequestTargetForm.Origin or RequestTargetForm.Absolute))
             return Simple(response, 400, "Bad Request\n");
 
-        switch (StaticPath.MapRequestPath(request.RawPath, _options.ServeDotFiles, out var relative, out bool trailingSlash))
+        switch (StaticPath.MapRequestPath(_prefixSegments == 0 ? request.RawPath : PathBelowMount(request.RawPath), _options.ServeDotFiles, out var relative, out bool trailingSlash))
         {
             case PathVerdict.BadRequest: return Simple(response, 400, "Bad Request\n");
             case PathVerdict.NotFound: return NotFound(response);
