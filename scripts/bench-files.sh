@@ -48,7 +48,8 @@ measure() { # SERVER PORT -> sets SMALL_RPS BIG_BPS
   echo "$1: 1 KiB x 64 connections: $SMALL_RPS requests/s; 32 MiB x 4 connections: $((BIG_BPS / 1048576)) MiB/s"
 }
 
-echo "PipeServer --root (sockets transport, pinned to core 0)..."
+EXTRA_ARGS="${*:2}"
+echo "PipeServer --root (${EXTRA_ARGS:-default transport}, pinned to core 0)..."
 SERVER_LOG="$(mktemp)"
 taskset -c 0 dotnet "$SERVER_DLL" --address 127.0.0.1 --port 0 --heartbeat-interval 0 --metrics --root "$FILES" "${@:2}" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
