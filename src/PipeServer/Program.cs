@@ -7,6 +7,8 @@ using PipeServer.Demo;
 using PipeServer.Hosting;
 using PipeServer.Routing;
 using PipeServer.Server;
+using PipeServer.StaticFiles;
+using PipeServer.Http;
 
 namespace PipeServer;
 
@@ -70,9 +72,19 @@ public static class Program
         }
 
         var router = new Router();
-        await using var server = new HttpServer(options.Server, router.HandleAsync,
+        // --root: the probes (and /metrics) first, then the files; otherwise the demo endpoints (StaticFiles/ProbesThenFiles.cs).
+        RequestHandler app = router.HandleAsync;
+        if (options.Root is { } servedRoot)
+            app = new ProbesThenFiles(options.AdminOnTrafficPort ? ["/healthz", "/readyz", .. options.Metrics ? ["/metrics"] : Array.Empty<string>()] : [],
+                router.HandleAsync, new StaticFileHandler(new StaticFileOptions { Root = servedRoot }).HandleAsync).HandleAsync;
+        await using var server = new HttpServer(options.Server, app,
             loggerFactory.CreateLogger("PipeServer.Server"), logging.AccessLogger);
-        DemoEndpoints.Map(router, server.Lifetime, probes: options.AdminOnTrafficPort);
+        if (options.Root is not null)
+        {
+            if (options.AdminOnTrafficPort) AdminEndpoints.MapProbes(router, server.Lifetime);
+            logger.LogInformation("Serving files from {Root}", options.Root);
+        }
+        else DemoEndpoints.Map(router, server.Lifetime, probes: options.AdminOnTrafficPort);
         // The admin port always serves /metrics (it is the operator's port); --metrics decides the traffic port's.
         using var metricsEndpoint = options.Metrics || adminOn ? new MetricsEndpoint(server.Metrics) : null;
         if (options.Metrics && options.AdminOnTrafficPort) metricsEndpoint!.Map(router);

@@ -29,6 +29,9 @@ public sealed record ExecutableOptions(HttpServerOptions Server, TimeSpan Heartb
 
     /// <summary>"--admin-port", "PIPESERVER_ADMIN_ADDRESS"...: as <see cref="ListenOptionsGiven"/>, for the admin listener's socket.</summary>
     public IReadOnlyList<string> AdminListenOptionsGiven { get; init; } = [];
+
+    /// <summary>--root: the real path of the directory to serve instead of the demo endpoints, or null (StaticFiles/).</summary>
+    public string? Root { get; init; }
 }
 
 /// <summary>The admin listener's address and port (0 picks a free one).</summary>
@@ -80,6 +83,7 @@ public static class CommandLine
         new("admin-port", "PORT", "also serve /healthz, /readyz and /metrics on this port, 0 to 65535 (0 picks a free one): outside --max-connections (16 connections of its own), open until the process exits (default: off)"),
         new("admin-address", "ADDR", "IP address of the admin port (default: --address); needs --admin-port"),
         new("admin-on-traffic-port", "BOOL", "true or false (default true): false stops serving /healthz, /readyz and /metrics on the traffic port (404), so only the admin port has them; needs an admin port"),
+        new("root", "DIR", "serve the files under DIR for GET and HEAD instead of the demo endpoints (/healthz, /readyz and /metrics stay where they are served); DIR must exist and be readable"),
         new("transport", "NAME", "auto, sockets or linux (default auto); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop, and fails the start (exit 1) if they cannot run; auto is linux on Linux and sockets elsewhere, falling back to sockets with a warning if linux cannot start"),
     ];
 
@@ -215,6 +219,15 @@ public static class CommandLine
         try { server.Validate(); }
         catch (ArgumentException ex) { throw new CommandLineException(ex.Message); }
         // Socket activation ignores them (Program warns, naming them as the operator wrote them).
+        string? root = null;
+        if (values.TryGetValue("root", out var rootValue))
+        {
+            try { root = StaticFiles.StaticFileHandler.CheckRoot(rootValue); }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+            {
+                throw new CommandLineException($"--root: {ex.Message}");
+            }
+        }
         List<string> Given(params string[] names)
         {
             var given = new List<string>();
@@ -229,6 +242,7 @@ public static class CommandLine
             Admin = admin,
             AdminOnTrafficPort = adminOnTraffic,
             AdminListenOptionsGiven = Given("admin-address", "admin-port"),
+            Root = root,
         };
     }
 
