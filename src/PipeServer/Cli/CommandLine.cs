@@ -65,6 +65,8 @@ public static class CommandLine
         new("trusted-proxies", "LIST", "comma-separated addresses or CIDR ranges of balancers (at most 64), and unix: for peers on a Unix socket: only their X-Forwarded-For and PROXY headers set the client address (default none)"),
         new("proxy-protocol", null, "connections from --trusted-proxies must start with a PROXY protocol v1 or v2 header (HAProxy send-proxy / send-proxy-v2); others must not"),
         new("metrics", null, "serve GET /metrics in the Prometheus text format"),
+        new("tls-cert", "FILE", "serve HTTPS with this PEM certificate (the server's first, then intermediates, as certbot's fullchain.pem); needs --tls-key; reloaded when the files change"),
+        new("tls-key", "FILE", "the certificate's PEM private key, unencrypted (certbot's privkey.pem); needs --tls-cert"),
         new("transport", "NAME", "sockets or linux (default sockets); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop"),
     ];
 
@@ -165,6 +167,9 @@ public static class CommandLine
         if (server.ProxyProtocol && server.TrustedProxies.Count == 0 && !server.TrustUnixSocketPeers)
             throw new CommandLineException("--proxy-protocol: needs --trusted-proxies (the balancers whose PROXY header is believed)");
         if (values.TryGetValue("transport", out var tr)) server = server with { Transport = ParseTransport(tr) };
+        values.TryGetValue("tls-cert", out var tlsCert);
+        values.TryGetValue("tls-key", out var tlsKey);
+        if (tlsCert is not null || tlsKey is not null) server = server with { Tls = ParseTls(tlsCert, tlsKey) };
         var format = LogFormat.Text;
         if (values.TryGetValue("log-format", out var lf))
             format = lf.ToLowerInvariant() switch
@@ -217,6 +222,16 @@ public static class CommandLine
         "none" => Microsoft.Extensions.Logging.LogLevel.None,
         _ => throw new CommandLineException($"--log-level: '{value}' is not one of trace, debug, information, warning, error, critical, none"),
     };
+
+    /// <summary>Both or neither; both readable, the key the certificate's. Loaded here so a bad pair is exit 1 before anything binds.</summary>
+    private static Tls.TlsOptions ParseTls(string? certificate, string? key)
+    {
+        if (certificate is null) throw new CommandLineException("--tls-key: needs --tls-cert (the certificate the key belongs to)");
+        if (key is null) throw new CommandLineException("--tls-cert: needs --tls-key (the certificate's private key)");
+        try { _ = Tls.TlsCertificates.Load(certificate, key); }
+        catch (Tls.TlsCertificateException ex) { throw new CommandLineException(ex.Message); }
+        return new Tls.TlsOptions(certificate, key);
+    }
 
     /// <summary>Names only, as for the log level; linux is refused up front where it cannot run.</summary>
     private static TransportKind ParseTransport(string value)

@@ -28,6 +28,10 @@ public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<Li
                 _ => ex.Message,
             }, ex);
         }
+        catch (Tls.TlsCertificateException ex)
+        {
+            throw new InvalidOperationException(ex.Message, ex); // the files changed between the option check and the start
+        }
         listening(server.Listeners);
     }
 
