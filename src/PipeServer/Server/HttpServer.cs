@@ -107,6 +107,9 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
     public ConnectionTransport? Transport => _transport;
 
+    /// <summary>TLS, when <see cref="HttpServerOptions.Tls"/> is set: its certificate source (renewal) and handshake metric. Set by StartAsync.</summary>
+    internal TlsServer? Tls => _tls;
+
     /// <summary>
     /// Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails,
     /// PlatformNotSupportedException if the transport cannot run on this OS.

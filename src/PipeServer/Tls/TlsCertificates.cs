@@ -45,9 +45,9 @@ public static class TlsCertificates
 
         X509Certificate2 leaf;
         try { leaf = X509Certificate2.CreateFromPem(chain[0].ExportCertificatePem(), keyPem); }
-        catch (CryptographicException ex)
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
         {
-            // The same exception says "no key", "malformed key" and "a key for another certificate": tell them apart.
+            // The same exceptions say "no key", "malformed key" and "a key for another certificate": tell them apart.
             throw new TlsCertificateException(IsPrivateKey(keyPem)
                 ? $"--tls-key: the key in '{keyFile}' does not match the certificate in '{certificateFile}' ({chain[0].Subject})"
                 : $"--tls-key: '{keyFile}' holds no usable PEM private key (RSA, EC; PKCS#8, PKCS#1 or SEC1)", ex);
