@@ -97,6 +97,31 @@ public sealed partial class TlsProcessTests : IDisposable
         Assert.Equal(200, (await old.ReadResponseAsync()).Status);
     }
 
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_second_signal_resets_tls_connections_and_exits_3_and_metrics_count_handshakes(string transport)
+    {
+        using var server = await StartAsync(transport);
+        // A plain-HTTP probe and a good handshake, both counted on /metrics.
+        await using (var plain = await RawConnection.ConnectAsync(server.Port))
+        {
+            await plain.SendAsync("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            Assert.Equal(400, (await plain.ReadResponseAsync()).Status);
+        }
+        await using var c = await TlsClient.ConnectAsync(server.Port);
+        await c.SendAsync("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+        var metrics = (await c.ReadResponseAsync()).BodyText;
+        Assert.Contains("pipeserver_tls_handshakes_total{tls_protocol_version=\"\",error_type=\"plain_http\"} 1", metrics);
+        Assert.Contains("pipeserver_tls_handshakes_total{tls_protocol_version=\"1.3\",error_type=\"\"}", metrics);
+
+        await c.SendAsync("GET /slow?ms=30000 HTTP/1.1\r\nHost: a\r\n\r\n");
+        await WaitForRequestInHandlerAsync(server);
+        server.Signal(ServerProcess.SIGTERM);
+        await server.WaitForOutputAsync("request-close");
+        server.Signal(ServerProcess.SIGTERM);
+        Assert.Equal(3, await server.WaitForExitAsync());
+        Assert.False(await c.ClosedCleanlyAsync(TimeSpan.FromSeconds(2)), "a forced exit must reset, not close_notify");
+    }
+
     [Fact]
     public async Task A_bad_pair_is_a_clear_message_and_exit_1()
     {
