@@ -7,6 +7,7 @@
 #   ./build.sh bench                 micro-benchmarks, then the end-to-end comparison with Kestrel
 #   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
 #   ./build.sh bench e2e [R] [S]     PipeServer, Kestrel, tuned Kestrel and nginx under wrk: R rounds of S seconds (installs wrk, nginx, strace, gnuplot)
+#   ./build.sh bench tls [R] [S]     PipeServer beside Kestrel over TLS, same certificate: keep-alive requests/s and full handshakes/s
 #   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
@@ -70,9 +71,10 @@ case "$verb" in
     case "$sub" in
       micro) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- "${@:---filter *}" ;;
       e2e) bash scripts/bench-e2e.sh "$@" ;;
+      tls) bash scripts/bench-tls.sh "$@" ;;
       all) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- --filter '*'
            bash scripts/bench-e2e.sh ;;
-      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds]]" >&2; exit 2 ;;
+      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds] | tls [rounds] [seconds]]" >&2; exit 2 ;;
     esac
     ;;
   publish)
