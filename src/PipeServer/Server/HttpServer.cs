@@ -370,7 +370,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             var transport = entry.Transport.RunAsync();
             if (!_options.ProxyProtocol || await AcceptProxyHeaderAsync(entry).ConfigureAwait(false))
             {
-                var tls = entry.Tls?.RunAsync() ?? Task.CompletedTask; // after the PROXY header: it comes before the ClientHello
+                var tls = entry.Tls?.RunAsync(_options.ProxyProtocol) ?? Task.CompletedTask; // after the PROXY header: it comes before the ClientHello
                 await entry.Protocol.ProcessAsync().ConfigureAwait(false);
                 await tls.ConfigureAwait(false);
             }

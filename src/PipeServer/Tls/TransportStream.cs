@@ -36,7 +36,9 @@ internal sealed class TransportStream(PipeReader input, PipeWriter output) : Str
         if (destination.IsEmpty)
         {
             // A zero-byte read (SslStream waiting for data without a buffer): data is here; consume nothing,
-            // examine nothing, so the next read returns it at once.
+            // examine nothing, so the next read returns it at once. From here the bytes are on their way
+            // to plaintext: Holding, so a drain's look sees them.
+            _holding = true;
             input.AdvanceTo(buffer.Start);
             return 0;
         }

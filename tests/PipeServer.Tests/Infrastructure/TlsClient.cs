@@ -25,13 +25,15 @@ public sealed class TlsClient : IAsyncDisposable
     public SslStream Stream => _ssl;
     public X509Certificate? RemoteCertificate => _ssl.RemoteCertificate;
 
-    public static async Task<TlsClient> ConnectAsync(int port, SslProtocols protocols = SslProtocols.None, List<SslApplicationProtocol>? alpn = null, TimeSpan? timeout = null)
+    /// <param name="prelude">Bytes sent in the clear before the ClientHello (a PROXY protocol header).</param>
+    public static async Task<TlsClient> ConnectAsync(int port, SslProtocols protocols = SslProtocols.None, List<SslApplicationProtocol>? alpn = null, TimeSpan? timeout = null, byte[]? prelude = null)
     {
         using var cts = new CancellationTokenSource(timeout ?? DefaultTimeout);
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
             await socket.ConnectAsync(System.Net.IPAddress.Loopback, port, cts.Token);
+            if (prelude is not null) await socket.SendAsync(prelude, SocketFlags.None, cts.Token);
             var tap = new TapStream(new NetworkStream(socket, ownsSocket: false));
             var ssl = new SslStream(tap, leaveInnerStreamOpen: false);
             await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions

@@ -276,6 +276,21 @@ public sealed class TlsTests(Xunit.Abstractions.ITestOutputHelper output) : IDis
         Assert.True(TestCertificate.Same(old.RemoteCertificate, first));
     }
 
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_proxy_protocol_header_before_the_client_hello_names_the_client(string transport)
+    {
+        // HAProxy in TCP mode with send-proxy in front of a TLS server: the header is plain text, then TLS.
+        await using var server = await StartAsync(transport, o => o with { ProxyProtocol = true, TrustedProxies = [IPNetwork.Parse("127.0.0.1/32")] });
+        server.Router.MapGet("/client", (req, res) => res.WriteTextAsync(req.ClientAddress?.ToString() ?? "-"));
+        await using var c = await TlsClient.ConnectAsync(server.Port, prelude: System.Text.Encoding.ASCII.GetBytes("PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n"));
+        await c.SendAsync("GET /client HTTP/1.1\r\nHost: a\r\n\r\n");
+        Assert.Equal("203.0.113.7", (await c.ReadResponseAsync()).BodyText);
+        // Drained while idle: close_notify, then the end, no waiting for a request that is not coming.
+        var shutdown = server.Server.ShutdownAsync();
+        Assert.True(await c.ClosedCleanlyAsync());
+        Assert.True((await shutdown.WaitAsync(TimeSpan.FromSeconds(10))).AllDrained);
+    }
+
     [Fact]
     public async Task The_poll_timer_picks_a_renewal_up_within_seconds()
     {
