@@ -326,8 +326,11 @@ public sealed class TlsConnection : IDuplexPipe, ITransportControl
     /// in its input pipe (taken by it, not yet by SslStream), or inside SslStream (a record in progress).
     /// While the handshake runs, any byte from the client counts: it is on its way to a request, so a drain
     /// lets it arrive (bounded by the header timeout) as it lets a half-sent plaintext request arrive.
-    /// One look this cannot make: a whole second record SslStream decrypted ahead and keeps buffered, in the
-    /// moment between the first one's plaintext reaching the pipe and the input loop's next read.
+    /// Two looks this cannot make, both brief and both on the benign side (a request racing a drain, which the
+    /// client retries, RFC 9112 §9.3.2): a whole second record SslStream decrypted ahead and keeps buffered,
+    /// between the first one's plaintext reaching the pipe and the input loop's next read; and a record split
+    /// across TCP segments, while its rest is still on the network. Erring the other way would be worse: a
+    /// record that yields no plaintext (a KeyUpdate) would hold a drain open until the shutdown deadline.
     /// </summary>
     public bool HasUndeliveredInput
     {

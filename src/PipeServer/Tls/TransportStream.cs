@@ -18,14 +18,23 @@ internal sealed class TransportStream(PipeReader input, PipeWriter output) : Str
     public long Taken => Volatile.Read(ref _taken);
 
     /// <summary>
-    /// Ciphertext has been handed to SslStream that has not come out as plaintext yet (a record in
-    /// progress). Set here, cleared by TlsConnection once the plaintext is in its pipe.
+    /// Ciphertext has reached SslStream that has not come out as plaintext yet (a record being decrypted).
+    /// Set here when bytes are found; cleared by TlsConnection once the plaintext is in its pipe, and here
+    /// when SslStream asks for more and the pipe is empty.
     /// </summary>
     public bool Holding { get => _holding; set => _holding = value; }
 
     public override async ValueTask<int> ReadAsync(Memory<byte> destination, CancellationToken cancellationToken = default)
     {
-        var result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+        if (!input.TryRead(out var result))
+        {
+            // SslStream wants more and none has come: what it took so far is either plaintext already or the
+            // start of a record still on its way (or a record with no plaintext at all, a TLS 1.3 KeyUpdate).
+            // Not Holding, then: a drain must not wait for bytes that may never come; the rest of a record, when
+            // it arrives, is the transport's to report until this read takes it.
+            _holding = false;
+            result = await input.ReadAsync(cancellationToken).ConfigureAwait(false);
+        }
         var buffer = result.Buffer;
         // Cancelled: TlsConnection is closing the connection and wants this read to end as an EOF.
         if (result.IsCanceled || (buffer.IsEmpty && result.IsCompleted))
