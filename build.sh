@@ -45,9 +45,12 @@ case "$verb" in
     dotnet build PipeServer.sln -c "$CONFIG"
     ;;
   test)
-    # HAProxy (the PROXY protocol test) and systemd-socket-activate (the socket activation test).
+    # HAProxy (the PROXY protocol test), systemd-socket-activate (the socket activation test), curl and
+    # openssl (the HTTPS tests: curl --cacert, and openssl s_client offering TLS 1.0/1.1).
     try_install haproxy haproxy
     try_install systemd-socket-activate systemd
+    try_install curl curl
+    try_install openssl openssl
     dotnet build PipeServer.sln -c "$CONFIG"
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT

@@ -16,7 +16,7 @@ namespace PipeServer.Tests.Tls;
 // the server's TlsConnection between the transport and Http1Connection, real TLS clients (SslStream,
 // HttpClient, curl, openssl s_client) on loopback. What a client sees is checked at the byte level where
 // it matters: no plaintext on a TLS socket, close_notify before the FIN, a clean FIN before a handshake.
-public sealed class TlsTests(Xunit.Abstractions.ITestOutputHelper output) : IDisposable
+public sealed class TlsTests : IDisposable
 {
     private readonly TestCertificate _cert = TestCertificate.Create();
 
@@ -97,10 +97,9 @@ public sealed class TlsTests(Xunit.Abstractions.ITestOutputHelper output) : IDis
         }
     }
 
-    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    [TheoryRequiringCommand("curl", "curl"), MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task Curl_with_cacert_gets_200_over_http11(string transport)
     {
-        if (!await Tools.EnsureAsync("curl", "curl")) { output.WriteLine("SKIPPED: curl is not installed and could not be installed"); return; }
         await using var server = await StartAsync(transport);
         var (code, stdout, stderr) = await Tools.RunAsync("curl", "-sS", "--cacert", _cert.CertPath, "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
             $"https://localhost:{server.Port}/plaintext");
@@ -112,10 +111,9 @@ public sealed class TlsTests(Xunit.Abstractions.ITestOutputHelper output) : IDis
 
     public static IEnumerable<object?[]> OldProtocolsOnEveryTransport => TransportData.Cross(typeof(TlsTests), nameof(OldProtocols));
 
-    [Theory, MemberData(nameof(OldProtocolsOnEveryTransport))]
+    [TheoryRequiringCommand("openssl", "openssl"), MemberData(nameof(OldProtocolsOnEveryTransport))]
     public async Task Tls10_and_tls11_are_refused(string flag, string transport)
     {
-        if (!await Tools.EnsureAsync("openssl", "openssl")) { output.WriteLine("SKIPPED: openssl is not installed and could not be installed"); return; }
         await using var server = await StartAsync(transport);
         using var handshakes = new Handshakes(server.Server.Metrics.Meter);
         // SECLEVEL=0: OpenSSL 3 will not even offer TLS 1.0/1.1 otherwise, and the test would prove nothing
