@@ -22,10 +22,6 @@ public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<Li
         {
             throw new InvalidOperationException(Describe(ex), ex);
         }
-        catch (Tls.TlsCertificateException ex)
-        {
-            throw new InvalidOperationException(ex.Message, ex); // the files changed between the option check and the start
-        }
         listening(server.Listeners);
     }
 
