@@ -8,6 +8,7 @@
 #   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
 #   ./build.sh bench e2e [R] [S]     PipeServer, Kestrel, tuned Kestrel and nginx under wrk: R rounds of S seconds (installs wrk, nginx, strace, gnuplot)
 #   ./build.sh bench files [S]       PipeServer --root beside nginx (sendfile on): a 1 KiB file at 64 connections, a 32 MiB download (installs wrk, nginx)
+#   ./build.sh bench tls [R] [S]     PipeServer beside Kestrel over TLS, same certificate: keep-alive requests/s and full handshakes/s
 #   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
@@ -45,9 +46,12 @@ case "$verb" in
     dotnet build PipeServer.sln -c "$CONFIG"
     ;;
   test)
-    # HAProxy (the PROXY protocol test) and systemd-socket-activate (the socket activation test).
+    # HAProxy (the PROXY protocol test), systemd-socket-activate (the socket activation test), curl and
+    # openssl (the HTTPS tests: curl --cacert, and openssl s_client offering TLS 1.0/1.1).
     try_install haproxy haproxy
     try_install systemd-socket-activate systemd
+    try_install curl curl
+    try_install openssl openssl
     dotnet build PipeServer.sln -c "$CONFIG"
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT
@@ -72,10 +76,11 @@ case "$verb" in
       micro) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- "${@:---filter *}" ;;
       e2e) bash scripts/bench-e2e.sh "$@" ;;
       files) bash scripts/bench-files.sh "$@" ;;
+      tls) bash scripts/bench-tls.sh "$@" ;;
       all) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- --filter '*'
            bash scripts/bench-e2e.sh
            bash scripts/bench-files.sh ;;
-      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds] | files [seconds]]" >&2; exit 2 ;;
+      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds] | files [seconds] | tls [rounds] [seconds]]" >&2; exit 2 ;;
     esac
     ;;
   publish)

@@ -58,6 +58,10 @@ public static class AdminListener
         TrustedProxies = [],
         TrustUnixSocketPeers = false,
         Transport = TransportKind.Sockets,
+        // Plain HTTP even when the traffic port speaks TLS: probes (a kubelet's httpGet, Docker HEALTHCHECK) and
+        // scrapers reach the admin port from inside the host or pod network, and a certificate that fails to
+        // renew must not take the liveness probe down with it.
+        Tls = null,
     };
 }
 

@@ -84,6 +84,8 @@ public static class CommandLine
         new("admin-address", "ADDR", "IP address of the admin port (default: --address); needs --admin-port"),
         new("admin-on-traffic-port", "BOOL", "true or false (default true): false stops serving /healthz, /readyz and /metrics on the traffic port (404), so only the admin port has them; needs an admin port"),
         new("root", "DIR", "serve the files under DIR for GET and HEAD instead of the demo endpoints (/healthz, /readyz and /metrics stay where they are served); DIR must exist and be readable"),
+        new("tls-cert", "FILE", "serve HTTPS with this PEM certificate (the server's first, then intermediates, as certbot's fullchain.pem); needs --tls-key; reloaded when the files change"),
+        new("tls-key", "FILE", "the certificate's PEM private key, unencrypted (certbot's privkey.pem); needs --tls-cert"),
         new("transport", "NAME", "auto, sockets or linux (default auto); linux (Linux only) serves connections on epoll event loops, one per CPU the process may use, where a handler that blocks its thread stalls the other connections of its loop, and fails the start (exit 1) if they cannot run; auto is linux on Linux and sockets elsewhere, falling back to sockets with a warning if linux cannot start"),
     ];
 
@@ -186,6 +188,9 @@ public static class CommandLine
         if (values.TryGetValue("transport", out var tr)) server = server with { Transport = ParseTransport(tr) };
         var admin = ParseAdmin(values, server);
         bool adminOnTraffic = !values.TryGetValue("admin-on-traffic-port", out var aot) || ParseSwitch("admin-on-traffic-port", aot);
+        values.TryGetValue("tls-cert", out var tlsCert);
+        values.TryGetValue("tls-key", out var tlsKey);
+        if (tlsCert is not null || tlsKey is not null) server = server with { Tls = ParseTls(tlsCert, tlsKey) };
         var format = LogFormat.Text;
         if (values.TryGetValue("log-format", out var lf))
             format = lf.ToLowerInvariant() switch
@@ -282,6 +287,16 @@ public static class CommandLine
         "none" => Microsoft.Extensions.Logging.LogLevel.None,
         _ => throw new CommandLineException($"--log-level: '{value}' is not one of trace, debug, information, warning, error, critical, none"),
     };
+
+    /// <summary>Both or neither; both readable, the key the certificate's. Loaded here so a bad pair is exit 1 before anything binds.</summary>
+    private static Tls.TlsOptions ParseTls(string? certificate, string? key)
+    {
+        if (certificate is null) throw new CommandLineException("--tls-key: needs --tls-cert (the certificate the key belongs to)");
+        if (key is null) throw new CommandLineException("--tls-cert: needs --tls-key (the certificate's private key)");
+        try { _ = Tls.TlsCertificates.Load(certificate, key); }
+        catch (Tls.TlsCertificateException ex) { throw new CommandLineException(ex.Message); }
+        return new Tls.TlsOptions(certificate, key);
+    }
 
     /// <summary>Names only, as for the log level; linux is refused up front where it cannot run.</summary>
     private static TransportKind ParseTransport(string value)

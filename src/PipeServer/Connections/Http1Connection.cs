@@ -117,8 +117,12 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     /// <summary>What the access log writes for a Unix-socket peer (nginx's $remote_addr there).</summary>
     internal const string UnixPeerAddress = "unix:";
 
-    /// <summary>url.scheme of the listener this connection came from (a metrics attribute): plain TCP is "http".</summary>
-    public string UrlScheme { get; init; } = HttpServer.PlainTextScheme;
+    /// <summary>url.scheme of the listener this connection came from ("http", "https" through TLS): a metrics attribute, and HttpRequest.Scheme.</summary>
+    public string UrlScheme
+    {
+        get => _request.Scheme;
+        init => _request.Scheme = value;
+    }
 
     /// <summary>A trusted balancer's PROXY header named the client: requests on this connection come from it.</summary>
     internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source, _options.TrustedProxies);

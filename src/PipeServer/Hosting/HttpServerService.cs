@@ -22,6 +22,10 @@ public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<Li
         {
             throw new InvalidOperationException(Describe(ex), ex);
         }
+        catch (Tls.TlsCertificateException ex)
+        {
+            throw new InvalidOperationException(ex.Message, ex); // the files changed between the option check and the start
+        }
         listening(server.Listeners);
     }
 

@@ -65,6 +65,8 @@ public sealed class HttpRequest
         RouteValues.TryGetValue(name, out value);
 
     public long ConnectionId { get; private set; }
+    /// <summary>"https" when the connection came through TLS, else "http": what this server's listener speaks (not what a proxy in front was asked).</summary>
+    public string Scheme { get; internal set; } = "http";
     /// <summary>The socket's peer: the client, or the balancer in front of it; null on a Unix socket (its peer has no address).</summary>
     public IPEndPoint? RemoteEndPoint { get; private set; }
 

@@ -9,6 +9,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using PipeServer.Connections;
 using PipeServer.Http;
+using PipeServer.Tls;
 using PipeServer.Transports;
 
 namespace PipeServer.Server;
@@ -32,7 +33,7 @@ namespace PipeServer.Server;
 /// <summary>An HTTP/1.1 server over TcpListener and System.IO.Pipelines.</summary>
 public sealed partial class HttpServer : IAsyncDisposable
 {
-    /// <summary>url.scheme of every connection this server accepts: its listeners, TCP or Unix, are plain text (no TLS yet).</summary>
+    /// <summary>url.scheme of every connection a server without TLS accepts (its listeners, TCP or Unix); with <see cref="HttpServerOptions.Tls"/>, "https".</summary>
     public const string PlainTextScheme = "http";
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
@@ -59,6 +60,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private Task _acceptLoop = Task.CompletedTask; // all of them (AcceptLoopsAsync)
     private Heartbeat? _heartbeat;
     private ConnectionTransport? _transport; // from StartAsync to the end of ShutdownAsync/DisposeAsync
+    private TlsServer? _tls;                 // with HttpServerOptions.Tls: set by StartAsync, wraps every connection (Tls/)
     private readonly ConnectionRefusals _refusals;
     // The accept loops, one at a time (Interlocked.Exchange). One descriptor held back (on /dev/null) so that
     // out of descriptors (EMFILE) a loop can still take a pending connection off the backlog and answer it,
@@ -105,20 +107,24 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
     public ConnectionTransport? Transport => _transport;
 
+    /// <summary>TLS, when <see cref="HttpServerOptions.Tls"/> is set: its certificate source (renewal) and handshake metric. Set by StartAsync.</summary>
+    internal TlsServer? Tls => _tls;
+
     /// <summary>
     /// Binds and starts accepting. Throws SocketException (e.g. AddressAlreadyInUse) if the bind fails,
     /// PlatformNotSupportedException if the transport cannot run on this OS.
     /// </summary>
     public Task StartAsync(CancellationToken cancellationToken = default)
     {
-        // Before binding: a transport that cannot run must not leave a bound port behind.
+        // Before binding: a certificate that cannot be loaded, or a transport that cannot run, must not leave a bound port behind.
+        if (_options.Tls is { } tls) _tls = new TlsServer(tls, Metrics.Meter, _logger, _options.RequestHeaderTimeout);
         _transport = ConnectionTransport.Create(_options.Transport, _logger, StartLinuxTransport);
         string selected = _options.Transport == TransportKind.Auto ? " (auto)" : "";
         if (_transport.LoopCount > 0) LogTransportLoops(_logger, _transport.Name, selected, _transport.LoopCount);
         else LogTransportPool(_logger, _transport.Name, selected);
         if (_given.Count > 0)
         {
-            _listeners = _given.Select(g => new Listener(g.Socket, new ListenerInfo(g.Socket.LocalEndPoint!, (int)g.Socket.Handle, g.Name))).ToArray();
+            _listeners = _given.Select(g => new Listener(g.Socket, new ListenerInfo(g.Socket.LocalEndPoint!, (int)g.Socket.Handle, g.Name) { Tls = _tls is not null })).ToArray();
         }
         else
         {
@@ -131,7 +137,7 @@ public sealed partial class HttpServer : IAsyncDisposable
                 throw;
             }
             _listener = listener;
-            _listeners = [new Listener(listener.Server, new ListenerInfo(listener.LocalEndpoint, null, null))];
+            _listeners = [new Listener(listener.Server, new ListenerInfo(listener.LocalEndpoint, null, null) { Tls = _tls is not null })];
         }
         EndPoint = _listeners.Select(l => l.Info.EndPoint).OfType<IPEndPoint>().FirstOrDefault();
 
@@ -344,8 +350,17 @@ public sealed partial class HttpServer : IAsyncDisposable
         var entry = new ConnectionEntry();
         var transport = _transport!.Create(socket, _inputOptions, _outputOptions, entry.OnPeerFailure);
         entry.Transport = transport;
-        entry.Protocol = new Http1Connection(id, transport, transport, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
-            Metrics, _accessLog) { IsUnixPeer = transport.IsUnixPeer };
+        // TLS, when configured, sits between the two (Tls/TlsConnection.cs): the protocol gets its plaintext
+        // pipes and controls; the registry keeps the transport for the heartbeat's send-stall rule and resets.
+        IDuplexPipe pipe = transport;
+        ITransportControl control = transport;
+        if (_tls is not null)
+        {
+            var tls = entry.Tls = _tls.Wrap(transport, id, _inputOptions, _outputOptions);
+            (pipe, control) = (tls, tls);
+        }
+        entry.Protocol = new Http1Connection(id, pipe, control, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
+            Metrics, _accessLog) { IsUnixPeer = transport.IsUnixPeer, UrlScheme = _tls is null ? PlainTextScheme : TlsServer.Scheme };
         _connections[id] = entry; // registered before it runs
         entry.Task = RunConnectionAsync(id, entry);
     }
@@ -358,7 +373,17 @@ public sealed partial class HttpServer : IAsyncDisposable
         {
             var transport = entry.Transport.RunAsync();
             if (!_options.ProxyProtocol || await AcceptProxyHeaderAsync(entry).ConfigureAwait(false))
+            {
+                var tls = entry.Tls?.RunAsync(_options.ProxyProtocol) ?? Task.CompletedTask; // after the PROXY header: it comes before the ClientHello
                 await entry.Protocol.ProcessAsync().ConfigureAwait(false);
+                await tls.ConfigureAwait(false);
+            }
+            else if (entry.Tls is not null)
+            {
+                // Refused before TLS started: the transport's own pipes end it (a FIN, no TLS byte).
+                await entry.Transport.Output.CompleteAsync().ConfigureAwait(false);
+                await entry.Transport.Input.CompleteAsync().ConfigureAwait(false);
+            }
             await transport.ConfigureAwait(false);
         }
         catch (Exception ex)
@@ -418,7 +443,10 @@ public sealed partial class HttpServer : IAsyncDisposable
         try
         {
             socket.Blocking = false;
-            socket.Send(ServiceUnavailable, SocketFlags.None);
+            // On a TLS listener a 503 would need a handshake first: a full handshake's CPU spent on a
+            // connection we have no room for, at the moment the server is busiest. The connection is closed
+            // cleanly instead (FIN, no byte): never plaintext on a TLS socket. Clients retry as after any close.
+            if (_tls is null) socket.Send(ServiceUnavailable, SocketFlags.None);
             socket.Shutdown(SocketShutdown.Send);
             // A request already received but unread would turn close() into a reset, which can destroy the
             // 503 before the client reads it: discard what is queued (bounded; never waits).
@@ -593,6 +621,7 @@ public sealed partial class HttpServer : IAsyncDisposable
         }
         _heartbeat?.Dispose();
         _transport?.Dispose();
+        _tls?.Dispose();
         _acceptCts.Dispose();
         _abortCts.Dispose();
         Lifetime.Dispose();
@@ -604,6 +633,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     {
         public TransportConnection Transport = null!;
         public Http1Connection Protocol = null!;
+        public TlsConnection? Tls; // between the two, with TLS
         public Task Task = Task.CompletedTask;
         public void OnPeerFailure() => Protocol?.OnPeerFailure();
     }

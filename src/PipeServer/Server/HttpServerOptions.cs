@@ -105,6 +105,12 @@ public sealed record HttpServerOptions
     /// </summary>
     public TransportKind Transport { get; init; } = TransportKind.Auto;
 
+    /// <summary>
+    /// HTTPS: every listener speaks TLS 1.2/1.3 with this certificate (reloaded when its files change,
+    /// Tls/TlsCertificateSource.cs). Default null: plain HTTP.
+    /// </summary>
+    public Tls.TlsOptions? Tls { get; init; }
+
     /// <summary>Throws ArgumentException naming the first invalid value.</summary>
     public void Validate()
     {

@@ -17,13 +17,16 @@ public sealed record ListenerInfo(EndPoint EndPoint, int? Fd, string? Name)
     /// <summary>A Unix stream socket: no TCP options, no peer address.</summary>
     public bool IsUnix => EndPoint is UnixDomainSocketEndPoint;
 
+    /// <summary>Connections on it speak TLS (HttpServerOptions.Tls): the URL says https.</summary>
+    public bool Tls { get; init; }
+
     /// <summary>
-    /// "http://127.0.0.1:8080", "http://[::1]:8080", or "unix:/run/pipeserver.sock" (nginx's and curl's way of
+    /// "http://127.0.0.1:8080" ("https://" with TLS), "http://[::1]:8080", or "unix:/run/pipeserver.sock" (nginx's and curl's way of
     /// writing a Unix socket; "unix:@name" for one in the abstract namespace, as systemd writes it).
     /// </summary>
     public string Url => EndPoint switch
     {
-        IPEndPoint ip => $"http://{(ip.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ip.Address}]" : ip.Address.ToString())}:{ip.Port}",
+        IPEndPoint ip => $"{(Tls ? "https" : "http")}://{(ip.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{ip.Address}]" : ip.Address.ToString())}:{ip.Port}",
         UnixDomainSocketEndPoint unix => "unix:" + UnixPath(unix),
         _ => EndPoint.ToString() ?? "?",
     };

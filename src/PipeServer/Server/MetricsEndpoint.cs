@@ -15,6 +15,7 @@ namespace PipeServer.Server;
 //   pipeserver.active_connections -> pipeserver_active_connections
 //   pipeserver.connection.duration-> pipeserver_connection_duration_seconds{error_type}
 //   pipeserver.rejected_connections -> pipeserver_rejected_connections_total
+//   pipeserver.tls.handshakes     -> pipeserver_tls_handshakes_total{tls_protocol_version, error_type} (with TLS, Tls/TlsServer.cs)
 //
 // Children are cached per label set, so a scrape-enabled server does not allocate per request either.
 
@@ -30,6 +31,8 @@ public sealed class MetricsEndpoint : IDisposable
     private readonly Gauge _activeConnections;
     private readonly Histogram _connectionDuration;
     private readonly Counter _rejectedConnections;
+    private readonly Counter _tlsHandshakes;
+    private readonly ConcurrentDictionary<(string, string), Counter.Child> _tlsHandshakeChildren = new();
     private readonly ConcurrentDictionary<(string, string, string, string, string), Histogram.Child> _requestChildren = new();
     private readonly ConcurrentDictionary<(string, string), Gauge.Child> _activeRequestChildren = new();
     private readonly ConcurrentDictionary<string, Histogram.Child> _connectionChildren = new();
@@ -45,6 +48,8 @@ public sealed class MetricsEndpoint : IDisposable
         _connectionDuration = factory.CreateHistogram("pipeserver_connection_duration_seconds", "The duration of connections on the server.",
             ["error_type"], new HistogramConfiguration { Buckets = ServerMetrics.ConnectionDurationBuckets });
         _rejectedConnections = factory.CreateCounter("pipeserver_rejected_connections_total", "Connections rejected because the server was at its connection limit.");
+        _tlsHandshakes = factory.CreateCounter("pipeserver_tls_handshakes_total", "TLS handshakes, by protocol version when they succeeded and by error.type when they failed.",
+            ["tls_protocol_version", "error_type"]);
         DotNetStats.Register(_registry);
 
         _listener.InstrumentPublished = (instrument, listener) =>
@@ -104,6 +109,15 @@ public sealed class MetricsEndpoint : IDisposable
                 break;
             case "pipeserver.active_connections": _activeConnections.Inc(value); break;
             case "pipeserver.rejected_connections": _rejectedConnections.Inc(value); break;
+            case "pipeserver.tls.handshakes":
+                string version = "", error = "";
+                foreach (var tag in tags)
+                {
+                    if (tag.Key == "tls.protocol.version") version = tag.Value as string ?? "";
+                    else if (tag.Key == "error.type") error = tag.Value as string ?? "";
+                }
+                _tlsHandshakeChildren.GetOrAdd((version, error), static (k, c) => c.WithLabels(k.Item1, k.Item2), _tlsHandshakes).Inc(value);
+                break;
         }
     }
 

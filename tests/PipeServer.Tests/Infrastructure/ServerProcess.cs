@@ -130,8 +130,8 @@ public sealed partial class ServerProcess : IDisposable
         if (m.Success) _port.TrySetResult(int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    // Also inside a JSON event (--log-format json), where a quote ends the URL.
-    [GeneratedRegex(@"Listening on http://[^\s""]+:(\d+)")]
+    // Also inside a JSON event (--log-format json), where a quote ends the URL; https with --tls-cert.
+    [GeneratedRegex(@"Listening on https?://[^\s""]+:(\d+)")]
     private static partial Regex ListeningLine();
 
     [GeneratedRegex(@"Admin listening on http://[^\s""]+:(\d+)")]
