@@ -31,6 +31,8 @@ internal enum OpenOutcome : byte
     NotFound,
     /// <summary>A link on the way, or no openat2 here: resolve the path by string (StaticPath.Resolve) instead.</summary>
     Resolve,
+    /// <summary>Asked for cached lookups only, and a step of the path is not in the kernel's cache: open it where waiting is allowed.</summary>
+    WouldBlock,
 }
 
 internal enum FileKind : byte { Regular, Directory, Other }
@@ -87,7 +89,7 @@ internal struct OpenedFile : IDisposable
 internal static partial class FileOpener
 {
     private const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000, O_PATH = 0x200000;
-    internal const int EINTR = 4, EAGAIN = 11, ENOENT = 2, EACCES = 13, ENOTDIR = 20, ENAMETOOLONG = 36, ELOOP = 40, EXDEV = 18, EOPNOTSUPP = 95;
+    internal const int EINTR = 4, EAGAIN = 11, EINVAL = 22, ENOENT = 2, EACCES = 13, ENOTDIR = 20, ENAMETOOLONG = 36, ELOOP = 40, EXDEV = 18, EOPNOTSUPP = 95;
 
     private static readonly int NoFollow = !OperatingSystem.IsLinux() ? 0 : RuntimeInformation.ProcessArchitecture switch
     {
@@ -140,9 +142,11 @@ internal static partial class FileOpener
 
     /// <summary>
     /// Opens <paramref name="relative"/> (plain segments, no NUL; empty for the root itself) beneath the root's
-    /// descriptor, no symbolic link followed, and stats it.
+    /// descriptor, no symbolic link followed, and stats it. <paramref name="cachedOnly"/>: only if every step
+    /// of the lookup is in the kernel's dentry cache (RESOLVE_CACHED, Linux 5.12), else WouldBlock, so an event
+    /// loop never waits for a disk to read a directory.
     /// </summary>
-    public static OpenOutcome OpenBeneath(SafeFileHandle root, ReadOnlySpan<byte> relative, out OpenedFile file)
+    public static OpenOutcome OpenBeneath(SafeFileHandle root, ReadOnlySpan<byte> relative, out OpenedFile file, bool cachedOnly = false)
     {
         file = new OpenedFile { Fd = -1 };
         if (!s_openat2) return OpenOutcome.Resolve;
@@ -150,7 +154,12 @@ internal static partial class FileOpener
         if (relative.IsEmpty) path[0] = (byte)'.';
         relative.CopyTo(path);
         path[Math.Max(1, relative.Length)] = 0;
-        var how = new OpenHow { Flags = (ulong)(O_RDONLY | O_NONBLOCK | O_CLOEXEC), Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+        bool cached = cachedOnly && s_resolveCached;
+        var how = new OpenHow
+        {
+            Flags = (ulong)(O_RDONLY | O_NONBLOCK | O_CLOEXEC),
+            Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | (cached ? RESOLVE_CACHED : 0),
+        };
         bool added = false;
         nint fd;
         try
@@ -165,6 +174,10 @@ internal static partial class FileOpener
         {
             switch (Marshal.GetLastPInvokeError())
             {
+                case EAGAIN when cached: return OpenOutcome.WouldBlock;
+                case EINVAL when cached:
+                    s_resolveCached = false; // a kernel before 5.12: every open may wait, as open(2) always could
+                    return OpenBeneath(root, relative, out file, cachedOnly: false);
                 case ENOENT or ENOTDIR or EACCES or ENAMETOOLONG: return OpenOutcome.NotFound;
                 case ELOOP or EXDEV: return OpenOutcome.Resolve; // a link on the way: where it leads is Resolve's to judge
                 default: s_openat2 = false; return OpenOutcome.Resolve; // ENOSYS (before Linux 5.6), EPERM (a seccomp filter): never again
@@ -176,6 +189,7 @@ internal static partial class FileOpener
     }
 
     private static volatile bool s_openat2 = OperatingSystem.IsLinux() && NoFollow != 0;
+    private static volatile bool s_resolveCached = true;
 
     /// <summary>The root directory as a descriptor for OpenBeneath (O_PATH: no read permission needed, nothing read); -1 if it cannot be opened.</summary>
     public static SafeFileHandle? OpenDirectoryPath(ReadOnlySpan<byte> pathZ)
@@ -253,7 +267,7 @@ internal static partial class FileOpener
     private const int S_IFMT = 0xF000, S_IFREG = 0x8000, S_IFDIR = 0x4000;
     private const int RWF_NOWAIT = 0x8;
     private const nint SYS_openat2 = 437; // the same number on every architecture (added after the tables were unified)
-    private const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
+    private const ulong RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08, RESOLVE_CACHED = 0x20;
 
     [StructLayout(LayoutKind.Sequential)]
     private struct OpenHow

@@ -14,8 +14,10 @@ namespace PipeServer.StaticFiles;
 //   method      GET/HEAD only, anything else 405 + Allow: GET, HEAD
 //   path        StaticPath.MapRequestPath (400/404 before any file system call), into a stack buffer
 //   open        FileOpener.OpenBeneath: one openat2 beneath the root's descriptor that follows no link and
-//               cannot leave the root (the kernel checks); a path with a link in it goes by StaticPath.Resolve
-//               instead (realpath, then "is it still under the root?") and an O_NOFOLLOW open
+//               cannot leave the root (the kernel checks), from the dentry cache only (RESOLVE_CACHED): a path
+//               whose lookup would read a directory from disk is opened on the thread pool instead; a path
+//               with a link in it goes by StaticPath.Resolve (realpath, then "is it still under the root?")
+//               and an O_NOFOLLOW open
 //   directory   no trailing slash -> 301 to the slash form; else the index file, a listing if enabled, or 404
 //   file        one descriptor per request, closed in a finally whatever happens: served, client gone, aborted
 //   validators  from that descriptor (fstat): length + mtime -> strong ETag, Last-Modified. Nothing is cached
@@ -133,13 +135,39 @@ public sealed class StaticFileHandler
         // The common case: no link anywhere on the path, opened beneath the root in one call, nothing allocated.
         if (_root.Current() is { } root)
         {
-            switch (FileOpener.OpenBeneath(root, relativeBytes, out var opened))
+            OpenedFile opened = default;
+            var outcome = OpenOffTheCallingThread ? OpenOutcome.WouldBlock : FileOpener.OpenBeneath(root, relativeBytes, out opened, cachedOnly: true);
+            switch (outcome)
             {
                 case OpenOutcome.NotFound: return NotFound(response);
                 case OpenOutcome.Opened: return ServeOpened(request, response, opened, root, relativeBytes, trailingSlash);
+                case OpenOutcome.WouldBlock: return OpenOnThreadPoolAsync(request, response, root, relativeBytes.ToArray(), trailingSlash);
             }
         }
         return ServeResolved(request, response, Encoding.UTF8.GetString(relativeBytes), trailingSlash);
+    }
+
+    /// <summary>For tests: every open takes the path of a lookup that is not cached (the thread pool).</summary>
+    internal bool OpenOffTheCallingThread { get; init; }
+
+    /// <summary>
+    /// A path whose lookup is not in the kernel's cache: the open may wait for a disk, so it runs on the thread
+    /// pool and the request continues there (an event loop's other connections go on meanwhile).
+    /// </summary>
+    private async ValueTask OpenOnThreadPoolAsync(HttpRequest request, HttpResponse response, Microsoft.Win32.SafeHandles.SafeFileHandle root,
+        byte[] relative, bool trailingSlash)
+    {
+        var (outcome, opened) = await Task.Run(() =>
+        {
+            var outcome = FileOpener.OpenBeneath(root, relative, out var opened);
+            return (outcome, opened);
+        }).ConfigureAwait(false);
+        switch (outcome)
+        {
+            case OpenOutcome.NotFound: await NotFound(response).ConfigureAwait(false); break;
+            case OpenOutcome.Opened: await ServeOpened(request, response, opened, root, relative, trailingSlash).ConfigureAwait(false); break;
+            default: await ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash).ConfigureAwait(false); break;
+        }
     }
 
     /// <summary>Opened beneath the root (no link on the way): a file is served; a directory redirects, serves its index or is listed.</summary>
@@ -164,6 +192,7 @@ public sealed class StaticFileHandler
             if (at > 0) indexPath[at++] = (byte)'/';
             index.CopyTo(indexPath[at..]);
             indexPath = indexPath[..(at + index.Length)];
+            // (Not cached-only: a directory's index whose lookup is not cached is rare enough to wait for here.)
             switch (FileOpener.OpenBeneath(root, indexPath, out var indexFile))
             {
                 case OpenOutcome.Opened when indexFile.Kind == FileKind.Regular:

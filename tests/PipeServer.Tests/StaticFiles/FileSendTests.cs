@@ -184,6 +184,25 @@ public sealed class FileSendTests : IDisposable
         Assert.Equal(content, r.Body);
     }
 
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_path_whose_lookup_is_not_cached_is_opened_on_the_thread_pool(string transport)
+    {
+        // Forced here (a cold dentry cache cannot be arranged in a test): the open leaves the calling thread (an
+        // event loop), and everything else about the response is as on the fast path, redirects and index included.
+        Directory.CreateDirectory(Path.Combine(_root, "docs"));
+        File.WriteAllText(Path.Combine(_root, "docs", "index.html"), "<h1>docs</h1>\n");
+        var handler = new StaticFileHandler(new StaticFileOptions { Root = _root }) { OpenOffTheCallingThread = true };
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/{*path}", handler.HandleAsync));
+        Assert.Equal("small\n", (await GetAsync(server, "/small.txt")).BodyText);
+        Assert.Equal(404, (await GetAsync(server, "/missing.txt")).Status);
+        Assert.Equal(301, (await GetAsync(server, "/docs")).Status);
+        Assert.Equal("<h1>docs</h1>\n", (await GetAsync(server, "/docs/")).BodyText);
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+        var big = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20));
+        Assert.True(_big.AsSpan().SequenceEqual(big.Body), "the large file, byte for byte");
+    }
+
     private static void Evict(string path)
     {
         if (!OperatingSystem.IsLinux()) return;

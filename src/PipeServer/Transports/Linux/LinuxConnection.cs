@@ -145,7 +145,7 @@ public sealed class LinuxConnection : TransportConnection, ISendFileFeature
     public override void RequestLingeringClose() => _lingerRequested = true;
 
     /// <summary>Sends a file range after what was flushed (sendfile(2) on the loop); see <see cref="ISendFileFeature"/>.</summary>
-    public ValueTask SendFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
+    ValueTask ISendFileFeature.SendFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
     {
         if (count <= 0) return ValueTask.CompletedTask;
         var send = _file ??= new FileSend(runContinuationsAsynchronously: false); // the handler continues on the loop, inline

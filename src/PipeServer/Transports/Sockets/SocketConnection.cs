@@ -108,7 +108,7 @@ public sealed class SocketConnection : TransportConnection, ISendFileFeature
     public override void RequestLingeringClose() => _lingerRequested = true;
 
     /// <summary>Sends a file range after what was flushed, from the send loop; see <see cref="ISendFileFeature"/>.</summary>
-    public ValueTask SendFileAsync(SafeFileHandle file, long offset, long count)
+    ValueTask ISendFileFeature.SendFileAsync(SafeFileHandle file, long offset, long count)
     {
         if (count <= 0) return ValueTask.CompletedTask;
         // Continuations on the thread pool: the send loop completes this, and must not run the handler's next writes itself.
