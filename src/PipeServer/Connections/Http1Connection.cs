@@ -179,6 +179,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     }
 
     PipeWriter IResponseOwner.Output => _transport.Output;
+    // Offered by a transport that can (Transports/ISendFileFeature.cs); through TLS the control is the TLS connection, which cannot.
+    ISendFileFeature? IResponseOwner.SendFile => _control as ISendFileFeature;
 
     /// <summary>The keep-alive loop. Never throws: every end is recorded in <see cref="EndReason"/>.</summary>
     public async Task ProcessAsync()

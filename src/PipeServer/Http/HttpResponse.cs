@@ -25,6 +25,8 @@ internal interface IResponseOwner
     PipeWriter Output { get; }
     /// <summary>Asked once, as the head is written: may this connection stay open after the response?</summary>
     bool KeepAliveAtResponseStart(HttpResponse response);
+    /// <summary>The transport's zero-copy file send, when it offers one (not through TLS, not in memory).</summary>
+    Transports.ISendFileFeature? SendFile => null;
 }
 
 public enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
@@ -183,6 +185,16 @@ public sealed class HttpResponse
     /// <summary>Sends the head and what is buffered now; later writes stream (chunked on HTTP/1.1, close-delimited on 1.0, unless <see cref="ContentLength"/> is set).</summary>
     public async ValueTask<FlushResult> FlushAsync(CancellationToken cancellationToken = default) =>
         await _body.FlushAsync(cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// For a response started with a Content-Length: sends <paramref name="count"/> bytes of <paramref name="file"/>
+    /// from <paramref name="offset"/> as body, straight from the file to the socket when the transport can
+    /// (sendfile), after flushing what precedes them (the head). False, having done nothing, when it cannot
+    /// (TLS, in-memory, another framing): the caller then writes the bytes itself. The file must stay open
+    /// until the task completes; a connection that fails meanwhile fails it.
+    /// </summary>
+    internal ValueTask<bool> TrySendFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count) =>
+        _body.TrySendFileAsync(_owner.SendFile, file, offset, count);
 
     internal void ThrowIfStarted()
     {
@@ -452,6 +464,25 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     private async ValueTask FlushBacklogAsync() => await FlushAsync().ConfigureAwait(false);
 
     public override void CancelPendingFlush() => _output.CancelPendingFlush();
+
+    internal ValueTask<bool> TrySendFileAsync(Transports.ISendFileFeature? sender, Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
+    {
+        if (sender is null || response.Framing != ResponseFraming.ContentLength) return new ValueTask<bool>(false);
+        ThrowIfCompleted();
+        if (Written + count > response.ContentLength) throw new InvalidOperationException($"Response body exceeds the declared Content-Length ({response.ContentLength}).");
+        return SendFileAsync(sender, file, offset, count);
+    }
+
+    private async ValueTask<bool> SendFileAsync(Transports.ISendFileFeature sender, Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
+    {
+        _unflushed = 0;
+        // The head (and whatever else precedes the file) goes first: the transport sends the file after what was flushed.
+        var flush = await _output.FlushAsync().ConfigureAwait(false);
+        if (flush.IsCompleted || flush.IsCanceled) return true; // the client is gone: the body stays short, and the connection records why
+        await sender.SendFileAsync(file, offset, count).ConfigureAwait(false);
+        Written += count;
+        return true;
+    }
 
     /// <summary>A handler completing the body writer means "no more body"; the connection ends the response.</summary>
     public override void Complete(Exception? exception = null) { }

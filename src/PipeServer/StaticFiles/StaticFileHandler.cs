@@ -12,16 +12,25 @@ namespace PipeServer.StaticFiles;
 // behind the health probes: ProbesThenFiles). One request's journey through it:
 //
 //   method      GET/HEAD only, anything else 405 + Allow: GET, HEAD
-//   path        StaticPath.MapRequestPath (400/404 before any file system call), then StaticPath.Resolve
-//               (the real path must stay under the root)
+//   path        StaticPath.MapRequestPath (400/404 before any file system call), into a stack buffer
+//   open        FileOpener.OpenBeneath: one openat2 beneath the root's descriptor that follows no link and
+//               cannot leave the root (the kernel checks), from the dentry cache only (RESOLVE_CACHED): a path
+//               whose lookup would read a directory from disk is opened on the thread pool instead; a path
+//               with a link in it goes by StaticPath.Resolve (realpath, then "is it still under the root?")
+//               and an O_NOFOLLOW open
 //   directory   no trailing slash -> 301 to the slash form; else the index file, a listing if enabled, or 404
-//   open        one handle per request, closed in a finally whatever happens: served, client gone, aborted
-//   validators  from that handle (fstat): length + mtime -> strong ETag, Last-Modified. Nothing is cached
+//   file        one descriptor per request, closed in a finally whatever happens: served, client gone, aborted
+//   validators  from that descriptor (fstat): length + mtime -> strong ETag, Last-Modified. Nothing is cached
 //               between requests, so a changed file is served fresh with fresh validators
 //   conditions  Conditionals.Evaluate -> 304/412; then If-Range + ByteRanges.Parse -> 200/206/416
-//   body        Content-Length set up front; bytes read from the handle straight into the response's
-//               output (small files, no await) or through one pooled 64 KiB buffer with a flush per
-//               buffer (large files: the flush waits while the client is slow, which is the backpressure)
+//   body        Content-Length set up front. Small files: read straight into the response's output from
+//               the page cache (preadv2 RWF_NOWAIT: an event loop never waits for a disk; a cold file is
+//               read on the thread pool), leaving with the connection's one flush per batch. Large files:
+//               the transport's sendfile (HttpResponse.TrySendFileAsync), or, where it has none (TLS), one
+//               pooled 64 KiB buffer with a flush per buffer (the flush waits while the client is slow)
+//
+// Per small-file request on Linux that is: statx (the root is still the root), openat2, statx (fstat),
+// preadv2, close, and no allocation.
 //
 // The body is never buffered whole, and a download in flight at shutdown is an ordinary request: a drain
 // lets it finish, the deadline aborts it (the Aborted token ends the read or the flush, the handle is closed
@@ -42,6 +51,8 @@ public sealed class StaticFileHandler
 
     private readonly StaticFileOptions _options;
     private readonly string _realRoot;
+    private readonly RootDirectory _root;
+    private readonly byte[]? _indexUtf8; // the index file's name, when it can be opened beneath the root (no '/', not a dotfile unless served)
     private readonly string _boundary = "PipeServer-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
     [ThreadStatic] private static List<ByteRange>? t_ranges;
 
@@ -55,6 +66,9 @@ public sealed class StaticFileHandler
         options.Validate();
         _options = options;
         _realRoot = CheckRoot(options.Root);
+        _root = new RootDirectory(_realRoot);
+        if (options.IndexFile is { Length: > 0 } index && !index.Contains('/') && (options.ServeDotFiles || index[0] != '.'))
+            _indexUtf8 = Encoding.UTF8.GetBytes(index);
         _prefixSegments = prefixSegments;
     }
 
@@ -109,24 +123,121 @@ public sealed class StaticFileHandler
         if (request.TargetForm is not (RequestTargetForm.Origin or RequestTargetForm.Absolute))
             return Simple(response, 400, "Bad Request\n");
 
-        switch (StaticPath.MapRequestPath(_prefixSegments == 0 ? request.RawPath : PathBelowMount(request.RawPath), _options.ServeDotFiles, out var relative, out bool trailingSlash))
+        var rawPath = _prefixSegments == 0 ? request.RawPath : PathBelowMount(request.RawPath);
+        Span<byte> relativeBytes = stackalloc byte[Math.Min(rawPath.Length, StaticPath.MaxPathBytes)];
+        switch (StaticPath.MapRequestPath(rawPath, _options.ServeDotFiles, relativeBytes, out int relativeLength, out bool trailingSlash))
         {
             case PathVerdict.BadRequest: return Simple(response, 400, "Bad Request\n");
             case PathVerdict.NotFound: return NotFound(response);
         }
+        relativeBytes = relativeBytes[..relativeLength];
+
+        // The common case: no link anywhere on the path, opened beneath the root in one call, nothing allocated.
+        if (_root.Current() is { } root)
+        {
+            OpenedFile opened = default;
+            var outcome = OpenOffTheCallingThread ? OpenOutcome.WouldBlock : FileOpener.OpenBeneath(root, relativeBytes, out opened, cachedOnly: true);
+            switch (outcome)
+            {
+                case OpenOutcome.NotFound: return NotFound(response);
+                case OpenOutcome.Opened: return ServeOpened(request, response, opened, root, relativeBytes, trailingSlash);
+                case OpenOutcome.WouldBlock: return OpenOnThreadPoolAsync(request, response, root, relativeBytes.ToArray(), trailingSlash);
+            }
+        }
+        return ServeResolved(request, response, Encoding.UTF8.GetString(relativeBytes), trailingSlash);
+    }
+
+    /// <summary>For tests: every open takes the path of a lookup that is not cached (the thread pool).</summary>
+    internal bool OpenOffTheCallingThread { get; init; }
+
+    /// <summary>
+    /// A path whose lookup is not in the kernel's cache: the open may wait for a disk, so it runs on the thread
+    /// pool and the request continues there (an event loop's other connections go on meanwhile).
+    /// </summary>
+    private async ValueTask OpenOnThreadPoolAsync(HttpRequest request, HttpResponse response, Microsoft.Win32.SafeHandles.SafeFileHandle root,
+        byte[] relative, bool trailingSlash)
+    {
+        var (outcome, opened) = await Task.Run(() =>
+        {
+            var outcome = FileOpener.OpenBeneath(root, relative, out var opened);
+            return (outcome, opened);
+        }).ConfigureAwait(false);
+        switch (outcome)
+        {
+            case OpenOutcome.NotFound: await NotFound(response).ConfigureAwait(false); break;
+            case OpenOutcome.Opened: await ServeOpened(request, response, opened, root, relative, trailingSlash).ConfigureAwait(false); break;
+            default: await ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash).ConfigureAwait(false); break;
+        }
+    }
+
+    /// <summary>Opened beneath the root (no link on the way): a file is served; a directory redirects, serves its index or is listed.</summary>
+    private ValueTask ServeOpened(HttpRequest request, HttpResponse response, OpenedFile opened, Microsoft.Win32.SafeHandles.SafeFileHandle root,
+        ReadOnlySpan<byte> relative, bool trailingSlash)
+    {
+        if (opened.Kind == FileKind.Regular)
+        {
+            if (!trailingSlash) return ServeFileAsync(request, response, opened, ContentTypeOf(relative));
+            opened.Dispose();
+            return NotFound(response); // "/file.txt/" names a directory that is not one
+        }
+        bool directory = opened.Kind == FileKind.Directory;
+        opened.Dispose();
+        if (!directory) return NotFound(response); // a FIFO, a socket, a device: nothing a length can describe
+        if (!trailingSlash) return RedirectToSlash(request, response);
+        if (_indexUtf8 is { } index)
+        {
+            Span<byte> indexPath = stackalloc byte[relative.Length + 1 + index.Length];
+            relative.CopyTo(indexPath);
+            int at = relative.Length;
+            if (at > 0) indexPath[at++] = (byte)'/';
+            index.CopyTo(indexPath[at..]);
+            indexPath = indexPath[..(at + index.Length)];
+            // (Not cached-only: a directory's index whose lookup is not cached is rare enough to wait for here.)
+            switch (FileOpener.OpenBeneath(root, indexPath, out var indexFile))
+            {
+                case OpenOutcome.Opened when indexFile.Kind == FileKind.Regular:
+                    return ServeFileAsync(request, response, indexFile, ContentTypeOf(indexPath));
+                case OpenOutcome.Opened:
+                    indexFile.Dispose();
+                    break;
+                case OpenOutcome.Resolve: // the index is a link: Resolve judges where it leads
+                    return ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash);
+            }
+        }
+        else if (_options.IndexFile is not null) return ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash);
+        return _options.DirectoryListing
+            ? ListDirectory(request, response, relative.IsEmpty ? _realRoot : _realRoot + "/" + Encoding.UTF8.GetString(relative))
+            : NotFound(response);
+    }
+
+    /// <summary>The Content-Type of the path's last segment, without a string when the name is short ASCII (the usual case).</summary>
+    private static string ContentTypeOf(ReadOnlySpan<byte> relative)
+    {
+        var name = relative[(relative.LastIndexOf((byte)'/') + 1)..];
+        if (name.Length > 128 || !System.Text.Ascii.IsValid(name)) return ContentTypes.For(Encoding.UTF8.GetString(name));
+        Span<char> chars = stackalloc char[name.Length];
+        System.Text.Ascii.ToUtf16(name, chars, out _);
+        return ContentTypes.For(chars);
+    }
+
+    private ValueTask RedirectToSlash(HttpRequest request, HttpResponse response)
+    {
+        // Relative links inside an index page resolve against the slash form (RFC 3986 §5.2.3), so send the client there.
+        response.StatusCode = 301;
+        var location = Encoding.ASCII.GetString(request.RawPath) + "/" + (request.Query.Length > 0 ? "?" + request.Query : "");
+        response.Headers.Set("Location", location);
+        return response.WriteTextAsync("Moved Permanently\n");
+    }
+
+    /// <summary>A path with a link in it (or no openat2 here): resolved by string, real path checked against the root's.</summary>
+    private ValueTask ServeResolved(HttpRequest request, HttpResponse response, string relative, bool trailingSlash)
+    {
         var real = StaticPath.Resolve(_realRoot, relative, _options.FollowSymlinksOutsideRoot, _options.ServeDotFiles);
         if (real is null) return NotFound(response);
 
         if (Directory.Exists(real))
         {
-            if (!trailingSlash)
-            {
-                // Relative links inside an index page resolve against the slash form (RFC 3986 §5.2.3), so send the client there.
-                response.StatusCode = 301;
-                var location = Encoding.ASCII.GetString(request.RawPath) + "/" + (request.Query.Length > 0 ? "?" + request.Query : "");
-                response.Headers.Set("Location", location);
-                return response.WriteTextAsync("Moved Permanently\n");
-            }
+            if (!trailingSlash) return RedirectToSlash(request, response);
             if (_options.IndexFile is { } index)
             {
                 var indexReal = StaticPath.Resolve(_realRoot, relative.Length == 0 ? index : relative + "/" + index,
@@ -139,26 +250,27 @@ public sealed class StaticFileHandler
         return ServeFileAsync(request, response, real);
     }
 
-    private async ValueTask ServeFileAsync(HttpRequest request, HttpResponse response, string path)
+    private ValueTask ServeFileAsync(HttpRequest request, HttpResponse response, string path)
     {
         // Gone since Resolve, unreadable to this process, or a link put in its place: all "not here" to a client.
-        if (FileOpener.OpenForReading(path) is not { } handle)
+        if (!FileOpener.OpenForReading(path, out var opened)) return NotFound(response);
+        if (opened.Kind != FileKind.Regular)
         {
-            await NotFound(response).ConfigureAwait(false);
-            return;
+            // Not a regular file (a FIFO, a socket, a device under the root, a directory swapped in): nothing a range or a length can describe.
+            opened.Dispose();
+            return NotFound(response);
         }
-        using (handle)
+        return ServeFileAsync(request, response, opened, ContentTypes.For(path));
+    }
+
+    /// <summary>Serves an open regular file, and closes it however the response ends.</summary>
+    private async ValueTask ServeFileAsync(HttpRequest request, HttpResponse response, OpenedFile file, string contentType)
+    {
+        try
         {
-            // Validators from the open handle, not from the path: they describe exactly the bytes about to be sent.
-            long length;
-            try { length = RandomAccess.GetLength(handle); }
-            catch (NotSupportedException)
-            {
-                // Not a seekable file (a FIFO, a socket, a character device under the root): nothing a range or a length can describe.
-                await NotFound(response).ConfigureAwait(false);
-                return;
-            }
-            var modified = new DateTimeOffset(File.GetLastWriteTimeUtc(handle), TimeSpan.Zero);
+            // Validators from the open descriptor, not from the path: they describe exactly the bytes about to be sent.
+            long length = file.Length;
+            var modified = file.Modified;
             var (etag, lastModifiedText) = Validators(length, modified);
             var headers = response.Headers;
             headers.Set("ETag", etag);
@@ -166,9 +278,8 @@ public sealed class StaticFileHandler
             headers.Set("Accept-Ranges", "bytes");
             if (_options.CacheControl is { } cacheControl) headers.Set("Cache-Control", cacheControl);
 
-            var requestHeaders = request.Headers;
-            switch (Conditionals.Evaluate(Joined(requestHeaders, "If-Match"), request.GetHeader("If-Unmodified-Since"),
-                        Joined(requestHeaders, "If-None-Match"), request.GetHeader("If-Modified-Since"), etag, modified, isGetOrHead: true))
+            switch (Conditionals.Evaluate(Joined(request, "If-Match"), request.GetHeader("If-Unmodified-Since"),
+                        Joined(request, "If-None-Match"), request.GetHeader("If-Modified-Since"), etag, modified, isGetOrHead: true))
             {
                 case ConditionalOutcome.NotModified:
                     response.StatusCode = 304;
@@ -179,7 +290,6 @@ public sealed class StaticFileHandler
                     return;
             }
 
-            var contentType = ContentTypes.For(path);
             // Range applies to GET only (§14.2); If-Range that does not match means "the whole file".
             var rangeHeader = request.KnownMethod == HttpMethod.Get ? request.GetHeader("Range") : null;
             var outcome = RangeOutcome.Whole;
@@ -204,19 +314,23 @@ public sealed class StaticFileHandler
                     response.ContentType = contentType;
                     response.ContentLength = range.Length;
                     StartWithLength(response);
-                    if (sendBody) await SendAsync(handle, range.First, range.Length, response, request.Aborted).ConfigureAwait(false);
+                    if (sendBody) await SendAsync(file, range.First, range.Length, response, request).ConfigureAwait(false);
                     return;
                 }
                 case RangeOutcome.Partial:
-                    await SendMultipartAsync(handle, ranges.ToArray(), length, contentType, response, sendBody, request.Aborted).ConfigureAwait(false);
+                    await SendMultipartAsync(file, ranges.ToArray(), length, contentType, response, sendBody, request).ConfigureAwait(false);
                     return;
                 default:
                     response.ContentType = contentType;
                     response.ContentLength = length;
                     StartWithLength(response);
-                    if (sendBody && length > 0) await SendAsync(handle, 0, length, response, request.Aborted).ConfigureAwait(false);
+                    if (sendBody && length > 0) await SendAsync(file, 0, length, response, request).ConfigureAwait(false);
                     return;
             }
+        }
+        finally
+        {
+            file.Dispose();
         }
     }
 
@@ -241,8 +355,8 @@ public sealed class StaticFileHandler
     /// The ranges as one multipart/byteranges body (RFC 9110 §14.6). Its length is worked out first, so it goes
     /// with Content-Length like any file; the ranges are few (MaxRanges) and add up to at most the file.
     /// </summary>
-    private async ValueTask SendMultipartAsync(SafeFileHandle handle, ByteRange[] ranges, long length, string contentType,
-        HttpResponse response, bool sendBody, CancellationToken aborted)
+    private async ValueTask SendMultipartAsync(OpenedFile file, ByteRange[] ranges, long length, string contentType,
+        HttpResponse response, bool sendBody, HttpRequest request)
     {
         var partHeads = new byte[ranges.Length][];
         long total = 0;
@@ -262,7 +376,7 @@ public sealed class StaticFileHandler
         for (int i = 0; i < ranges.Length; i++)
         {
             response.Body.Write(partHeads[i]);
-            await SendAsync(handle, ranges[i].First, ranges[i].Length, response, aborted).ConfigureAwait(false);
+            await SendAsync(file, ranges[i].First, ranges[i].Length, response, request).ConfigureAwait(false);
         }
         response.Body.Write(end);
     }
@@ -271,17 +385,19 @@ public sealed class StaticFileHandler
     /// Copies <paramref name="count"/> bytes from <paramref name="offset"/> into the response body. A file that
     /// shrank under us cannot keep the Content-Length promise: that throws, and the connection is aborted.
     /// </summary>
-    private static async ValueTask SendAsync(SafeFileHandle handle, long offset, long count, HttpResponse response, CancellationToken aborted)
+    private static async ValueTask SendAsync(OpenedFile file, long offset, long count, HttpResponse response, HttpRequest request)
     {
         var body = response.Body;
         if (count <= SmallFileBytes)
         {
-            // Small: synchronous preads from the page cache into the output's own memory, no await, no copy.
+            // Small: reads from the page cache into the output's own memory, no await, no copy. A file not in the
+            // cache is read on the thread pool instead (an event loop's other connections do not wait for a disk).
             while (count > 0)
             {
                 var span = body.GetSpan();
                 int want = (int)Math.Min(span.Length, count);
-                int n = RandomAccess.Read(handle, span[..want], offset);
+                int n = file.ReadCached(span[..want], offset);
+                if (n < 0) n = await file.ReadAsync(body.GetMemory()[..want], offset, request.Aborted).ConfigureAwait(false);
                 if (n == 0) throw new IOException("The file became shorter while it was being sent.");
                 body.Advance(n);
                 offset += n;
@@ -289,11 +405,15 @@ public sealed class StaticFileHandler
             }
             return;
         }
-        // Large: one pooled buffer per download, reads off the calling thread (RandomAccess.ReadAsync), and a flush
-        // per buffer, which waits while the client is behind. Aborted ends either wait.
+        // Large, where the transport can: straight from the file to the socket (sendfile), after the head.
+        // Otherwise (TLS, in memory): one pooled buffer per download, reads off the calling thread, and a flush per
+        // buffer, which waits while the client is behind. Aborted ends either wait.
+        var handle = file.AsHandle(); // on Linux a borrowed one (the descriptor stays the OpenedFile's): one object per large body
         var buffer = ArrayPool<byte>.Shared.Rent(ReadChunkBytes);
         try
         {
+            if (await response.TrySendFileAsync(handle, offset, count).ConfigureAwait(false)) return;
+            var aborted = request.Aborted;
             while (count > 0)
             {
                 int want = (int)Math.Min(buffer.Length, count);
@@ -309,6 +429,7 @@ public sealed class StaticFileHandler
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+            if (!ReferenceEquals(handle, file.Handle)) handle.Dispose(); // borrowed: closes nothing
         }
     }
 
@@ -347,9 +468,10 @@ public sealed class StaticFileHandler
         string.Create(CultureInfo.InvariantCulture, $"bytes {range.First}-{range.Last}/{length}");
 
     /// <summary>A list-valued field sent on several lines is one list (RFC 9110 §5.3); null when absent.</summary>
-    private static string? Joined(HttpHeaders headers, string name)
+    private static string? Joined(HttpRequest request, string name)
     {
-        if (headers[name] is null) return null; // the common case, without the enumerator GetValues allocates
+        if (request.GetHeader(name) is null) return null; // the common case, without materialising the headers or GetValues' enumerator
+        var headers = request.Headers;
         string? single = null;
         List<string>? many = null;
         foreach (var value in headers.GetValues(name))

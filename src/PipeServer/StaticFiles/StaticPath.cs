@@ -35,6 +35,19 @@ internal static partial class StaticPath
     public static PathVerdict MapRequestPath(ReadOnlySpan<byte> rawPath, bool serveDotFiles, out string relative, out bool trailingSlash)
     {
         relative = "";
+        Span<byte> normal = stackalloc byte[Math.Min(rawPath.Length, MaxPathBytes)];
+        var verdict = MapRequestPath(rawPath, serveDotFiles, normal, out int length, out trailingSlash);
+        if (verdict == PathVerdict.Ok && length > 0) relative = Encoding.UTF8.GetString(normal[..length]);
+        return verdict;
+    }
+
+    /// <summary>
+    /// Step 1 without a string: the relative path's UTF-8 bytes into <paramref name="relative"/>, which needs
+    /// room for min(rawPath.Length, <see cref="MaxPathBytes"/>) bytes; <paramref name="length"/> of them are used.
+    /// </summary>
+    public static PathVerdict MapRequestPath(ReadOnlySpan<byte> rawPath, bool serveDotFiles, Span<byte> relative, out int length, out bool trailingSlash)
+    {
+        length = 0;
         trailingSlash = rawPath.Length > 0 && rawPath[^1] == (byte)'/';
         if (rawPath.Length == 0 || rawPath[0] != (byte)'/') return PathVerdict.BadRequest;
         if (rawPath.Length > MaxPathBytes) return PathVerdict.NotFound;
@@ -60,9 +73,8 @@ internal static partial class StaticPath
         // Strict UTF-8: overlong forms (C0 AE for '.'), surrogates and truncated sequences are invalid.
         if (!Utf8.IsValid(decoded)) return PathVerdict.BadRequest;
 
-        // The segments again, empty ones dropped, into a second buffer: one string at the end, nothing per segment.
-        Span<byte> normal = stackalloc byte[n];
-        int length = 0;
+        // The segments again, empty ones dropped, into the caller's buffer: nothing allocated, per segment or at the end.
+        var normal = relative;
         var rest = decoded[1..];
         while (rest.Length > 0)
         {
@@ -76,7 +88,6 @@ internal static partial class StaticPath
             segment.CopyTo(normal[length..]);
             length += segment.Length;
         }
-        relative = length == 0 ? "" : Encoding.UTF8.GetString(normal[..length]);
         return PathVerdict.Ok;
     }
 

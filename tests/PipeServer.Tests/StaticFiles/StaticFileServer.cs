@@ -82,7 +82,7 @@ public sealed class StaticFileServer : IAsyncDisposable
         return await c.ReadResponseAsync(noBody: method == "HEAD");
     }
 
-    /// <summary>How many of this process's descriptors are open on a file under the tree (Linux /proc).</summary>
+    /// <summary>How many of this process's descriptors are open on a file under the tree (Linux /proc), the root directory's own aside.</summary>
     public int OpenHandlesUnderTree()
     {
         int count = 0;
@@ -91,7 +91,8 @@ public sealed class StaticFileServer : IAsyncDisposable
             try
             {
                 var target = new FileInfo(fd).LinkTarget;
-                if (target is not null && target.StartsWith(Tree.FullName, StringComparison.Ordinal)) count++;
+                // The root directory itself is held open by the handler (O_PATH, for openat2): a directory, not a file it serves.
+                if (target is not null && target.StartsWith(Tree.FullName, StringComparison.Ordinal) && target != Root) count++;
             }
             catch (IOException) { } // closed while we looked
             catch (UnauthorizedAccessException) { }

@@ -28,18 +28,27 @@ namespace PipeServer.Transports.Linux;
 // One send (one segment) or sendmsg (several) per pass; whatever the kernel did not take stays in the
 // pipe (so the handler's flush waits past the output threshold) and EPOLLOUT is armed.
 //
+// Files (ISendFileFeature): the protocol flushes the response head, then asks for a file range. The loop sends
+// what the pipe holds first (with MSG_MORE, so head and file share a segment), then sendfile(2)s the range,
+// at most MaxFileSendBytes per call and a few calls per pass, so one download cannot hold the loop; a partial
+// send means the socket is full, and EPOLLOUT is armed as for an ordinary send. sendfile has no MSG_DONTWAIT,
+// so the fd is put into non-blocking mode (one fcntl, the first time the connection sends a file).
+//
 // State: fields marked "loop only" are touched by the loop thread alone; Abort, RequestLingeringClose,
 // the pending send (TransportConnection), the byte counters and RunAsync are safe from any thread.
 
 /// <summary>An accepted socket served by a Linux event loop, as an <see cref="IDuplexPipe"/> with the transport controls.</summary>
-public sealed class LinuxConnection : TransportConnection
+public sealed class LinuxConnection : TransportConnection, ISendFileFeature
 {
     private const int MinimumReceiveBuffer = 4096;
     private const long LingerTimeoutMs = 500; // as SocketConnection (Go uses 500 ms for the same purpose)
     private const int MaxLingerBytes = 64 * 1024;
+    private const long MaxFileSendBytes = 1024 * 1024; // per sendfile call
+    private const int FileSendsPerPass = 4;            // then the other connections' turn
 
     private static readonly Action<object?> s_register = static s => ((LinuxConnection)s!).RegisterOnLoop();
     private static readonly Action<object?> s_abort = static s => ((LinuxConnection)s!).CloseFromLoop(abortive: true, inputError: null);
+    private static readonly Action<object?> s_startFile = static s => ((LinuxConnection)s!).StartFileOnLoop();
 
     private enum InputState : byte
     {
@@ -81,6 +90,9 @@ public sealed class LinuxConnection : TransportConnection
     private TaskCompletionSource<bool>? _idleClose; // a TryCloseIdleAsync waiting for the output to be sent
     private long _idleCloseMark;
     private long _stallBytesLeft;             // bytes of the blocked segment still to send before its pending send ends
+    private FileSend? _file;                  // made on the first file send, reused; active from SendFileAsync until it completes
+    private bool _fileQueued;                 // a file send is active and waits for the pipe's bytes to go first (loop only)
+    private bool _nonBlocking;                // the fd is O_NONBLOCK (set before the first sendfile)
 
     internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
     {
@@ -131,6 +143,18 @@ public sealed class LinuxConnection : TransportConnection
     }
 
     public override void RequestLingeringClose() => _lingerRequested = true;
+
+    /// <summary>Sends a file range after what was flushed (sendfile(2) on the loop); see <see cref="ISendFileFeature"/>.</summary>
+    ValueTask ISendFileFeature.SendFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
+    {
+        if (count <= 0) return ValueTask.CompletedTask;
+        var send = _file ??= new FileSend(runContinuationsAsynchronously: false); // the handler continues on the loop, inline
+        if (send.IsActive) throw new InvalidOperationException("A file send is already in progress on this connection.");
+        var task = send.Start(file, offset, count);
+        if (_loop.IsOnLoop) StartFileOnLoop();
+        else if (!_loop.TryPost(s_startFile, this)) send.Complete(new IOException("The connection is closed.")); // the loop stopped: it is being reset
+        return task;
+    }
 
     /// <summary>Bytes the kernel has received from the peer that are not yet in the input pipe (FIONREAD); 0 once closed.</summary>
     public int UnreadKernelBytes
@@ -215,7 +239,7 @@ public sealed class LinuxConnection : TransportConnection
     {
         if (_idleClose is not { } idle) return;
         // Output still to send (a completed read not yet pumped, or a send waiting for EPOLLOUT): PumpOutput calls again.
-        if (!_readPending || _pendingRead.IsCompleted || _writeBlocked) return;
+        if (!_readPending || _pendingRead.IsCompleted || _writeBlocked || _file is { IsActive: true }) return;
         _idleClose = null;
         if (LinuxNative.BytesReadable(_fd) > 0 || Volatile.Read(ref _received) != _idleCloseMark)
         {
@@ -366,14 +390,25 @@ public sealed class LinuxConnection : TransportConnection
         while (!_isClosed)
         {
             ValueTask<ReadResult> read;
-            if (_readPending) { read = _pendingRead; _pendingRead = default; _readPending = false; }
+            if (_readPending)
+            {
+                if (!_pendingRead.IsCompleted)
+                {
+                    // Its continuation is armed already: everything flushed is sent; a file may go next.
+                    if (_fileQueued) PumpFile();
+                    else TryFinishIdleClose();
+                    return;
+                }
+                read = _pendingRead; _pendingRead = default; _readPending = false;
+            }
             else read = reader.ReadAsync();
             if (!read.IsCompleted)
             {
                 _pendingRead = read;
                 _readPending = true;
                 read.GetAwaiter().UnsafeOnCompleted(_onOutputReady);
-                TryFinishIdleClose(); // everything flushed is sent
+                if (_fileQueued) PumpFile(); // everything flushed before the file is sent: the file's turn
+                else TryFinishIdleClose();   // everything flushed is sent
                 return;
             }
             var result = read.GetAwaiter().GetResult();
@@ -383,8 +418,9 @@ public sealed class LinuxConnection : TransportConnection
             {
                 long offered;
                 nint sent;
-                if (buffer.IsSingleSegment) { offered = buffer.Length; sent = LinuxNative.Send(_fd, buffer.FirstSpan); }
-                else { sent = LinuxNative.SendSegments(_fd, buffer, _loop.IoVecs, out offered); }
+                // A file waiting behind these bytes (a response head): MSG_MORE, so they leave in one segment with its first bytes.
+                if (buffer.IsSingleSegment) { offered = buffer.Length; sent = LinuxNative.Send(_fd, buffer.FirstSpan, more: _fileQueued); }
+                else { sent = LinuxNative.SendSegments(_fd, buffer, _loop.IoVecs, out offered, more: _fileQueued); }
                 if (sent < 0)
                 {
                     int errno = LinuxNative.Errno;
@@ -397,7 +433,7 @@ public sealed class LinuxConnection : TransportConnection
                     sent = 0;
                 }
                 bool blocked = sent < offered; // the kernel's send buffer is full
-                NoteSendProgress(buffer, sent, blocked);
+                NoteSendProgress(sent, blocked, blocked ? buffer.Slice(sent).First.Length : 0);
                 if (sent < buffer.Length)
                 {
                     reader.AdvanceTo(buffer.GetPosition(sent)); // the rest stays in the pipe: the handler's flush feels it
@@ -417,7 +453,8 @@ public sealed class LinuxConnection : TransportConnection
     /// moment a segment cannot go out whole (the kernel's buffer is full) until that segment has gone out.
     /// A send that completes at once never was pending, as SocketConnection's SendAsync is not for the rule.
     /// </summary>
-    private void NoteSendProgress(in ReadOnlySequence<byte> buffer, long sent, bool blocked)
+    /// <remarks>For a file, the "segment" is the next <see cref="FileSend.StallUnitBytes"/> of it.</remarks>
+    private void NoteSendProgress(long sent, bool blocked, long nextSegment)
     {
         if (_stallBytesLeft > 0)
         {
@@ -426,10 +463,80 @@ public sealed class LinuxConnection : TransportConnection
         }
         if (blocked && _stallBytesLeft <= 0)
         {
-            long segment = buffer.Slice(sent).First.Length;
-            _stallBytesLeft = segment;
-            BeginSend(segment);
+            _stallBytesLeft = nextSegment;
+            BeginSend(nextSegment);
         }
+    }
+
+    /// <summary>A file send reached the loop: it goes after the bytes flushed before it, at the end of this pass.</summary>
+    private void StartFileOnLoop()
+    {
+        if (_file is not { IsActive: true } send) return;
+        if (_isClosed || !_registered) { send.Complete(new IOException("The connection is closed.")); return; }
+        if (!_nonBlocking)
+        {
+            // sendfile has no MSG_DONTWAIT: without O_NONBLOCK a full socket would block the whole loop.
+            if (LinuxNative.SetNonBlocking(_fd) < 0) { send.Complete(new IOException($"fcntl(O_NONBLOCK) failed: errno {LinuxNative.Errno}")); return; }
+            _nonBlocking = true;
+        }
+        _fileQueued = true;
+        if (!_sendQueued && !_writeBlocked) { _sendQueued = true; _loop.QueueSend(this); } // PumpOutput sends the pipe's bytes, then PumpFile
+    }
+
+    /// <summary>
+    /// Loop only, with every byte flushed before the file already sent: sendfile until the range is sent, the
+    /// socket is full (EPOLLOUT), or this pass's share is used (queued for the next pass).
+    /// </summary>
+    private void PumpFile()
+    {
+        var send = _file!;
+        for (int calls = 0; send.Left > 0; calls++)
+        {
+            if (calls == FileSendsPerPass)
+            {
+                if (!_sendQueued) { _sendQueued = true; _loop.QueueSend(this); }
+                return;
+            }
+            long want = Math.Min(send.Left, MaxFileSendBytes);
+            long offset = send.Offset;
+            nint sent = LinuxNative.SendFile(_fd, send.FileDescriptor, ref offset, want);
+            if (sent == 0) { FinishFile(new IOException("The file became shorter while it was being sent.")); return; }
+            if (sent < 0)
+            {
+                int errno = LinuxNative.Errno;
+                if (errno == LinuxNative.EINTR) continue;
+                if (errno is LinuxNative.EPIPE or LinuxNative.ECONNRESET)
+                {
+                    FailSend(errno); // the peer is gone: closing fails the file send too, after PeerFailed
+                    return;
+                }
+                if (errno != LinuxNative.EAGAIN)
+                {
+                    // The file's side (EIO, EINVAL for a file sendfile cannot read): the handler's error; it resets the connection.
+                    FinishFile(new IOException($"sendfile failed: errno {errno}"));
+                    return;
+                }
+                sent = 0;
+            }
+            send.Offset += sent;
+            send.Left -= sent;
+            bool blocked = sent < want; // the socket's buffer is full
+            NoteSendProgress(sent, blocked, Math.Min(send.Left, FileSend.StallUnitBytes));
+            if (blocked && send.Left > 0)
+            {
+                _writeBlocked = true;
+                UpdateInterest();
+                return;
+            }
+        }
+        FinishFile(null);
+    }
+
+    /// <summary>The file send is over: the awaiting handler continues, inline, so nothing here touches the send afterwards.</summary>
+    private void FinishFile(Exception? error)
+    {
+        _fileQueued = false;
+        _file!.Complete(error);
     }
 
     /// <summary>Everything the protocol wrote is sent: FIN, then close now or after a bounded linger.</summary>
@@ -488,6 +595,7 @@ public sealed class LinuxConnection : TransportConnection
         }
         _idleClose?.TrySetResult(true); // nothing more will be sent either way
         _idleClose = null;
+        if (_file is { IsActive: true }) FinishFile(new IOException(abortive ? "The connection was reset during a file send." : "The connection closed during a file send."));
         _closed.TrySetResult();
     }
 

@@ -28,10 +28,13 @@ internal static partial class LinuxNative
     public const int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
 
     // sockets
-    public const int MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
+    public const int MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000, MSG_MORE = 0x8000;
     public const int SOL_SOCKET = 1, SO_ERROR = 4, SO_LINGER = 13;
     public const int SHUT_WR = 1;
     public const uint FIONREAD = 0x541B;
+
+    // fcntl(2)
+    public const int F_GETFL = 3, F_SETFL = 4, O_NONBLOCK = 0x800;
 
     // errno(3)
     public const int EINTR = 4, EAGAIN = 11, EPIPE = 32, ECONNRESET = 104;
@@ -57,6 +60,13 @@ internal static partial class LinuxNative
 
     [LibraryImport(Libc, EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint sendmsg_raw(int fd, in MessageHeader msg, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "sendfile", SetLastError = true)]
+    private static partial nint sendfile_raw(int outFd, int inFd, ref long offset, nint count);
+
+    // fcntl is variadic in C; one int after the command is passed exactly as a fixed argument (as ioctl below).
+    [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int fcntl_int(int fd, int cmd, int arg);
 
     [LibraryImport(Libc, SetLastError = true)]
     public static partial int eventfd(uint initval, int flags);
@@ -110,14 +120,33 @@ internal static partial class LinuxNative
     /// <summary>recv(2), never blocking whatever the fd's mode (MSG_DONTWAIT). Returns bytes, 0 at EOF, -1 with errno.</summary>
     public static nint Recv(int fd, Span<byte> buffer) => recv_raw(fd, buffer, buffer.Length, MSG_DONTWAIT);
 
-    /// <summary>send(2) without blocking and without SIGPIPE on a reset peer (MSG_NOSIGNAL).</summary>
-    public static nint Send(int fd, ReadOnlySpan<byte> buffer) => send_raw(fd, buffer, buffer.Length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    /// <summary>send(2) without blocking and without SIGPIPE on a reset peer (MSG_NOSIGNAL); <paramref name="more"/>: more follows at once (MSG_MORE, one segment for head and file).</summary>
+    public static nint Send(int fd, ReadOnlySpan<byte> buffer, bool more = false) =>
+        send_raw(fd, buffer, buffer.Length, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+
+    /// <summary>
+    /// sendfile(2): up to <paramref name="count"/> bytes of <paramref name="fileFd"/> from <paramref name="offset"/>
+    /// (advanced by what was sent) to the socket, copied by the kernel from the page cache. It has no flags
+    /// argument: it blocks unless the socket is O_NONBLOCK (see <see cref="SetNonBlocking"/>). No SIGPIPE: the
+    /// runtime ignores it. Returns bytes sent, 0 at the file's end, -1 with errno (EAGAIN: the socket is full).
+    /// </summary>
+    public static nint SendFile(int socketFd, int fileFd, ref long offset, long count) => sendfile_raw(socketFd, fileFd, ref offset, (nint)count);
+
+    /// <summary>True when the descriptor is in non-blocking mode (O_NONBLOCK); false on error.</summary>
+    public static bool IsNonBlocking(int fd)
+    {
+        int flags = fcntl_int(fd, F_GETFL, 0);
+        return flags >= 0 && (flags & O_NONBLOCK) != 0;
+    }
+
+    /// <summary>Puts a socket that accept4 made blocking into non-blocking mode (its other flags are none that F_SETFL changes).</summary>
+    public static int SetNonBlocking(int fd) => fcntl_int(fd, F_SETFL, O_NONBLOCK);
 
     /// <summary>
     /// sendmsg(2) over the first segments of <paramref name="buffer"/> (gathered: one syscall for a
     /// multi-segment response). sendmsg rather than writev because writev takes no MSG_NOSIGNAL.
     /// </summary>
-    public static nint SendSegments(int fd, in ReadOnlySequence<byte> buffer, IoVecScratch scratch, out long offered)
+    public static nint SendSegments(int fd, in ReadOnlySequence<byte> buffer, IoVecScratch scratch, out long offered, bool more = false)
     {
         int count = 0;
         offered = 0;
@@ -132,7 +161,7 @@ internal static partial class LinuxNative
                 if (++count == scratch.Vectors.Length) break;
             }
             var header = new MessageHeader { Iov = scratch.VectorsAddress, IovLength = count };
-            return sendmsg_raw(fd, header, MSG_DONTWAIT | MSG_NOSIGNAL);
+            return sendmsg_raw(fd, header, MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         }
         finally
         {

@@ -1,6 +1,9 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Win32.SafeHandles;
+using PipeServer.Transports.Linux;
 
 namespace PipeServer.Transports.Sockets;
 
@@ -20,13 +23,25 @@ namespace PipeServer.Transports.Sockets;
 //   abort     Abort(): SO_LINGER 0 and close: an RST now. Used at the shutdown deadline and on timeouts
 //             where the peer is not reading.
 //   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
+//
+// Sending, on Linux: what the output pipe holds in several blocks goes out in one sendmsg (an iovec of up to
+// 64 blocks, MSG_DONTWAIT) rather than one send per 4 KiB block. When the kernel takes less (its buffer is
+// full), the rest of that one block is sent through the socket engine's SendAsync, which waits for room:
+// that wait is the send the stall rule times, a block at a time as before. Files (ISendFileFeature) go the
+// same way: sendfile(2) from the send loop while the socket takes them, one small copied send through the
+// engine to wait for room. Elsewhere, each block is one SendAsync and a file is a copy loop.
 
 /// <summary>An accepted socket served through .NET's socket engine, as a <see cref="TransportConnection"/>.</summary>
-public sealed class SocketConnection : TransportConnection
+public sealed class SocketConnection : TransportConnection, ISendFileFeature
 {
     private const int MinimumReceiveBuffer = 4096;
     private static readonly TimeSpan LingerTimeout = TimeSpan.FromMilliseconds(500); // Go uses 500 ms for the same purpose
     private const int MaxLingerBytes = 64 * 1024;
+    private const long MaxFileSendBytes = 1024 * 1024; // per sendfile call
+    private const int FileCopyBytes = 16 * 1024;       // the copy loop's buffer where sendfile is not used
+    private const int FileNone = 0, FileQueued = 1, FileSending = 2;
+    private static readonly bool s_linux = OperatingSystem.IsLinux();
+    [ThreadStatic] private static LinuxNative.IoVecScratch? t_ioVecs; // used within one synchronous sendmsg only
 
     private readonly Socket _socket;
     private readonly Pipe _input;
@@ -39,6 +54,8 @@ public sealed class SocketConnection : TransportConnection
     private TaskCompletionSource<bool>? _idleClose; // a pending TryCloseIdleAsync, completed by the send loop
     private long _idleCloseMark;
     private volatile bool _outputShutDown, _sendLoopDone;
+    private FileSend? _file;   // made on the first file send, reused
+    private int _fileState;    // FileNone, FileQueued (by SendFileAsync), FileSending (taken by the send loop)
 
     /// <param name="socket">An accepted, connected socket; owned from here on.</param>
     /// <param name="inputOptions">Bounds on bytes read ahead of the protocol (pause/resume thresholds).</param>
@@ -89,6 +106,22 @@ public sealed class SocketConnection : TransportConnection
     }
 
     public override void RequestLingeringClose() => _lingerRequested = true;
+
+    /// <summary>Sends a file range after what was flushed, from the send loop; see <see cref="ISendFileFeature"/>.</summary>
+    ValueTask ISendFileFeature.SendFileAsync(SafeFileHandle file, long offset, long count)
+    {
+        if (count <= 0) return ValueTask.CompletedTask;
+        // Continuations on the thread pool: the send loop completes this, and must not run the handler's next writes itself.
+        var send = _file ??= new FileSend(runContinuationsAsynchronously: true);
+        if (Volatile.Read(ref _fileState) != FileNone) throw new InvalidOperationException("A file send is already in progress on this connection.");
+        var task = send.Start(file, offset, count);
+        Volatile.Write(ref _fileState, FileQueued);
+        try { _output.Reader.CancelPendingRead(); } catch (InvalidOperationException) { } // wake the send loop
+        // The send loop may have ended already (the peer went away); exactly one side takes a queued send.
+        if (_sendLoopDone && Interlocked.CompareExchange(ref _fileState, FileNone, FileQueued) == FileQueued)
+            send.Complete(new IOException("The connection is closed."));
+        return task;
+    }
 
     // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
     // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel and empty only
@@ -195,14 +228,19 @@ public sealed class SocketConnection : TransportConnection
                 var result = await reader.ReadAsync().ConfigureAwait(false);
                 if (result.IsCanceled && _aborted) break; // Abort()
                 var buffer = result.Buffer;
-                foreach (var segment in buffer)
+                if (s_linux && !buffer.IsSingleSegment) await SendGatheredAsync(buffer).ConfigureAwait(false);
+                else
                 {
-                    BeginSend(segment.Length); // the heartbeat's send-stall rule times this send (SendStallRule)
-                    await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
-                    EndSend();
+                    foreach (var segment in buffer)
+                    {
+                        BeginSend(segment.Length); // the heartbeat's send-stall rule times this send (SendStallRule)
+                        await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false);
+                        EndSend();
+                    }
                 }
                 reader.AdvanceTo(buffer.End);
                 if (result.IsCompleted) break;
+                if (Interlocked.CompareExchange(ref _fileState, FileSending, FileQueued) == FileQueued && !await SendQueuedFileAsync(reader).ConfigureAwait(false)) break;
                 if (Interlocked.Exchange(ref _idleClose, null) is { } idle) idle.TrySetResult(FinUnlessInput());
             }
         }
@@ -215,11 +253,168 @@ public sealed class SocketConnection : TransportConnection
         {
             EndSend();
             _sendLoopDone = true;
+            if (Interlocked.CompareExchange(ref _fileState, FileNone, FileQueued) == FileQueued) _file!.Complete(new IOException("The connection is closed."));
             Interlocked.Exchange(ref _idleClose, null)?.TrySetResult(true); // nothing more will be sent either way
             // Completing the reader makes the protocol's next FlushAsync report IsCompleted: "stop writing".
             await reader.CompleteAsync(error).ConfigureAwait(false);
             if (error is not null) _input.Writer.CancelPendingFlush();
         }
+    }
+
+    /// <summary>
+    /// Linux, several blocks: one sendmsg (MSG_DONTWAIT) for as many as it takes; when the kernel's buffer is
+    /// full, the rest of the block it stopped in goes through SendAsync, which waits for room (and is the
+    /// send the stall rule times, as a single block's send is), then the gathering resumes.
+    /// </summary>
+    private async ValueTask SendGatheredAsync(ReadOnlySequence<byte> buffer)
+    {
+        while (!buffer.IsEmpty)
+        {
+            nint sent = SendSegmentsNow(buffer, out long offered);
+            if (sent < 0)
+            {
+                int errno = LinuxNative.Errno;
+                if (errno is not (LinuxNative.EAGAIN or LinuxNative.EINTR)) throw SendError(errno);
+                sent = 0;
+            }
+            buffer = buffer.Slice(sent);
+            if (sent == offered || buffer.IsEmpty) continue; // more blocks than one sendmsg takes, or all sent
+            var rest = buffer.First;
+            BeginSend(rest.Length);
+            await _socket.SendAsync(rest, SocketFlags.None).ConfigureAwait(false);
+            EndSend();
+            buffer = buffer.Slice(rest.Length);
+        }
+    }
+
+    private nint SendSegmentsNow(in ReadOnlySequence<byte> buffer, out long offered)
+    {
+        var handle = _socket.SafeHandle;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added); // Abort may close the socket meanwhile: the number is not reused under us
+            return LinuxNative.SendSegments((int)handle.DangerousGetHandle(), buffer, t_ioVecs ??= new LinuxNative.IoVecScratch(), out offered);
+        }
+        finally { if (added) handle.DangerousRelease(); }
+    }
+
+    private static SocketException SendError(int errno) =>
+        new((int)(errno == LinuxNative.EPIPE ? SocketError.Shutdown : errno == LinuxNative.ECONNRESET ? SocketError.ConnectionReset : SocketError.SocketError));
+
+    /// <summary>
+    /// On the send loop, a file send taken from SendFileAsync: first whatever was flushed before it (the
+    /// response head), then the range. A socket error ends the loop as any send error does; a file error
+    /// (it shrank, it cannot be read) is the handler's, and the connection goes on to be reset by it.
+    /// </summary>
+    /// <returns>False when the connection was aborted meanwhile: the send loop ends.</returns>
+    private async ValueTask<bool> SendQueuedFileAsync(PipeReader reader)
+    {
+        var send = _file!;
+        try
+        {
+            // The protocol flushed before it asked: one look at the pipe sees those bytes.
+            if (reader.TryRead(out var before))
+            {
+                if (before.IsCanceled && _aborted)
+                {
+                    reader.AdvanceTo(before.Buffer.Start);
+                    Volatile.Write(ref _fileState, FileNone);
+                    send.Complete(new IOException("The connection was reset during a file send."));
+                    return false;
+                }
+                var head = before.Buffer;
+                if (s_linux && !head.IsSingleSegment) await SendGatheredAsync(head).ConfigureAwait(false);
+                else foreach (var segment in head) { BeginSend(segment.Length); await _socket.SendAsync(segment, SocketFlags.None).ConfigureAwait(false); EndSend(); }
+                reader.AdvanceTo(head.End);
+            }
+            var fileError = await SendFileRangeAsync(send).ConfigureAwait(false);
+            Volatile.Write(ref _fileState, FileNone);
+            send.Complete(fileError);
+            return true;
+        }
+        catch (Exception ex)
+        {
+            Volatile.Write(ref _fileState, FileNone);
+            send.Complete(ex);
+            throw;
+        }
+    }
+
+    /// <summary>The range itself; returns the file's error, if any (the socket's are thrown).</summary>
+    private async ValueTask<Exception?> SendFileRangeAsync(FileSend send)
+    {
+        byte[]? copy = null;
+        try
+        {
+            bool zeroCopy = s_linux && SocketIsNonBlocking();
+            while (send.Left > 0)
+            {
+                if (zeroCopy)
+                {
+                    long want = Math.Min(send.Left, MaxFileSendBytes);
+                    nint sent = SendFileNow(send, want);
+                    if (sent == 0) return new IOException("The file became shorter while it was being sent.");
+                    if (sent < 0)
+                    {
+                        int errno = LinuxNative.Errno;
+                        if (errno == LinuxNative.EINTR) continue;
+                        if (errno is LinuxNative.EPIPE or LinuxNative.ECONNRESET) throw SendError(errno);
+                        if (errno != LinuxNative.EAGAIN) return new IOException($"sendfile failed: errno {errno}");
+                        sent = 0;
+                    }
+                    send.Offset += sent;
+                    send.Left -= sent;
+                    if (sent == want || send.Left == 0) continue;
+                }
+                // The socket is full (or no sendfile here): one buffer of the file through SendAsync, which waits for
+                // room; the stall rule times it. With sendfile this is a small step between two zero-copy runs.
+                copy ??= ArrayPool<byte>.Shared.Rent(zeroCopy ? (int)FileSend.StallUnitBytes : FileCopyBytes);
+                int length = (int)Math.Min(zeroCopy ? FileSend.StallUnitBytes : copy.Length, send.Left);
+                int read = zeroCopy
+                    ? RandomAccess.Read(send.File, copy.AsSpan(0, length), send.Offset) // just sent from the page cache: no wait
+                    : await RandomAccess.ReadAsync(send.File, copy.AsMemory(0, length), send.Offset).ConfigureAwait(false);
+                if (read == 0) return new IOException("The file became shorter while it was being sent.");
+                BeginSend(read);
+                await _socket.SendAsync(copy.AsMemory(0, read), SocketFlags.None).ConfigureAwait(false);
+                EndSend();
+                send.Offset += read;
+                send.Left -= read;
+            }
+            return null;
+        }
+        catch (IOException ex) when (ex is not ConnectionResetException && ex.InnerException is not SocketException) { return ex; } // the file's read
+        finally
+        {
+            if (copy is not null) ArrayPool<byte>.Shared.Return(copy);
+        }
+    }
+
+    private nint SendFileNow(FileSend send, long count)
+    {
+        var handle = _socket.SafeHandle;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            long offset = send.Offset;
+            return LinuxNative.SendFile((int)handle.DangerousGetHandle(), send.FileDescriptor, ref offset, count);
+        }
+        finally { if (added) handle.DangerousRelease(); }
+    }
+
+    /// <summary>The socket engine makes the fd non-blocking at its first async operation; sendfile on a blocking one would hold this thread.</summary>
+    private bool SocketIsNonBlocking()
+    {
+        var handle = _socket.SafeHandle;
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            return LinuxNative.IsNonBlocking((int)handle.DangerousGetHandle());
+        }
+        catch (ObjectDisposedException) { return false; }
+        finally { if (added) handle.DangerousRelease(); }
     }
 
     /// <summary>Resets, broken pipes and a socket closed under us are a network's normal life, not faults.</summary>

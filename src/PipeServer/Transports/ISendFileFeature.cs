@@ -1,0 +1,88 @@
+using System.Threading.Tasks.Sources;
+using Microsoft.Win32.SafeHandles;
+
+namespace PipeServer.Transports;
+
+// Where this sits: an optional capability of a transport connection, beside ITransportControl (the way a
+// Kestrel connection offers features that the protocol asks for by type). A transport that can put a file's
+// bytes on the socket without copying them through managed memory implements it; the protocol asks with
+// `control as ISendFileFeature` (Http1Connection, for HttpResponse.TrySendFileAsync) and, when the answer is
+// null, the handler copies the bytes through the output pipe as it would any body. Null is the answer for
+// TLS (Tls/TlsConnection is the control then: its bytes must pass through memory to be encrypted), for the
+// in-memory pipes of unit tests and for Testing/InMemoryServer.
+//
+//   Linux/LinuxConnection    sendfile(2) on the event loop; a full socket arms EPOLLOUT, as an ordinary send does
+//   Sockets/SocketConnection sendfile(2) from the send loop (Linux); a full socket is waited out with one small
+//                            copied send through the socket engine; elsewhere a copy loop through one pooled buffer
+//
+// The contract: the file's bytes go out after every byte flushed into the output pipe before the call, and the
+// caller writes nothing more until the returned task completes. The send-stall rule (SendStallRule) times a
+// file send as it times an ordinary one: 4 KiB at a time, the size of a pipe block. Abort() ends a file send
+// in progress (the task fails); the transport never touches the file after the task completes, so the caller
+// closes it then, whatever the outcome.
+
+/// <summary>A transport connection that can send a range of a file to the peer without copying it through managed memory.</summary>
+internal interface ISendFileFeature
+{
+    /// <summary>
+    /// Sends <paramref name="count"/> bytes of <paramref name="file"/> from <paramref name="offset"/>, after
+    /// everything already flushed into the output. Completes when the kernel has taken the last byte. Fails with
+    /// an IOException when the file ends first (it shrank), and with an IOException, SocketException or
+    /// ObjectDisposedException when the connection failed or was aborted.
+    /// </summary>
+    ValueTask SendFileAsync(SafeFileHandle file, long offset, long count);
+}
+
+/// <summary>
+/// One connection's file send in progress (made on the connection's first, reused for the next): the range left
+/// and the task the protocol awaits. Touched by one sending thread at a time (the loop, or the send loop).
+/// </summary>
+internal sealed class FileSend : IValueTaskSource
+{
+    /// <summary>What the send-stall rule times at once while a file send waits for room: a pipe block's worth.</summary>
+    public const long StallUnitBytes = 4096;
+
+    private ManualResetValueTaskSourceCore<bool> _core;
+    private SafeFileHandle? _file;
+    private bool _addedRef;
+
+    /// <param name="runContinuationsAsynchronously">False on an event loop (the handler continues inline, run to
+    /// completion); true where the completing thread is a send loop that must not run the handler's next writes.</param>
+    public FileSend(bool runContinuationsAsynchronously) => _core.RunContinuationsAsynchronously = runContinuationsAsynchronously;
+
+    public long Offset;
+    public long Left;
+
+    public bool IsActive => _file is not null;
+
+    /// <summary>The file's descriptor (valid while active: the handle is ref-counted open until <see cref="Complete"/>).</summary>
+    public int FileDescriptor => (int)_file!.DangerousGetHandle();
+
+    public SafeFileHandle File => _file!;
+
+    public ValueTask Start(SafeFileHandle file, long offset, long count)
+    {
+        _core.Reset();
+        _addedRef = false;
+        file.DangerousAddRef(ref _addedRef); // a handle closed under us cannot have its number reused mid-send
+        _file = file;
+        Offset = offset;
+        Left = count;
+        return new ValueTask(this, _core.Version);
+    }
+
+    /// <summary>Ends the send: success, or the error the awaiting caller sees. Last thing a transport does with it (the caller may continue inline).</summary>
+    public void Complete(Exception? error)
+    {
+        var file = _file;
+        _file = null;
+        if (_addedRef) { _addedRef = false; file?.DangerousRelease(); }
+        if (error is null) _core.SetResult(true);
+        else _core.SetException(error);
+    }
+
+    void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _core.OnCompleted(continuation, state, token, flags);
+}

@@ -1,0 +1,222 @@
+using System.Buffers;
+using System.Net.Sockets;
+using System.Text;
+using PipeServer.Connections;
+using PipeServer.Routing;
+using PipeServer.StaticFiles;
+using PipeServer.Tests.Infrastructure;
+using PipeServer.Tls;
+using PipeServer.Transports;
+using PipeServer.Transports.Linux;
+using PipeServer.Transports.Sockets;
+using Xunit;
+
+namespace PipeServer.Tests.StaticFiles;
+
+// The fast paths of issue 13, on every transport: a large body leaves through the transport's file send
+// (Transports/ISendFileFeature.cs: sendfile on Linux), in order with the bytes around it; the send-stall rule
+// and aborts still apply to it; TLS never gets it (its bytes must be encrypted) and copies instead; a small
+// file comes from a descriptor opened beneath the root, which is checked on every request, never stale.
+public sealed class FileSendTests : IDisposable
+{
+    private readonly DirectoryInfo _tree = Directory.CreateTempSubdirectory("pipeserver-filesend-");
+    private readonly string _root;
+    private readonly byte[] _big = new byte[5 * 1024 * 1024 + 3];
+
+    public FileSendTests()
+    {
+        _root = Path.Combine(_tree.FullName, "root");
+        Directory.CreateDirectory(_root);
+        new Random(7).NextBytes(_big);
+        File.WriteAllBytes(Path.Combine(_root, "big.bin"), _big);
+        File.WriteAllText(Path.Combine(_root, "small.txt"), "small\n");
+    }
+
+    public void Dispose()
+    {
+        try { _tree.Delete(recursive: true); } catch (IOException) { }
+    }
+
+    private Task<TestServer> StartAsync(string transport, Func<PipeServer.Server.HttpServerOptions, PipeServer.Server.HttpServerOptions>? configure = null) =>
+        TestServer.StartAsync(transport, configure, r => r.MapStaticFiles("/files", new StaticFileOptions { Root = _root }));
+
+    [Fact]
+    public void The_transports_offer_the_file_send_and_TLS_does_not()
+    {
+        Assert.True(typeof(ISendFileFeature).IsAssignableFrom(typeof(SocketConnection)));
+        Assert.True(typeof(ISendFileFeature).IsAssignableFrom(typeof(LinuxConnection)));
+        // The protocol asks its ITransportControl; through TLS that is the TLS connection, which must copy.
+        Assert.False(typeof(ISendFileFeature).IsAssignableFrom(typeof(TlsConnection)));
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Large_bodies_keep_their_order_with_the_responses_around_them(string transport)
+    {
+        await using var server = await StartAsync(transport);
+        await using var c = await server.ConnectAsync();
+        // Pipelined: a small file, a large one, a large range, a multipart of large parts, a small one again.
+        const string parts = "bytes=0-99999,1000000-1299999,5000000-";
+        await c.SendAsync("GET /files/small.txt HTTP/1.1\r\nHost: a\r\n\r\n" +
+                          "GET /files/big.bin HTTP/1.1\r\nHost: a\r\n\r\n" +
+                          "GET /files/big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=70000-4999999\r\n\r\n" +
+                          $"GET /files/big.bin HTTP/1.1\r\nHost: a\r\nRange: {parts}\r\n\r\n" +
+                          "GET /files/small.txt HTTP/1.1\r\nHost: a\r\n\r\n");
+        var timeout = TimeSpan.FromSeconds(20);
+        Assert.Equal("small\n", (await c.ReadResponseAsync(timeout: timeout)).BodyText);
+        var whole = await c.ReadResponseAsync(timeout: timeout);
+        Assert.Equal(200, whole.Status);
+        Assert.True(_big.AsSpan().SequenceEqual(whole.Body), "the whole file, byte for byte");
+        var range = await c.ReadResponseAsync(timeout: timeout);
+        Assert.Equal(206, range.Status);
+        Assert.True(_big.AsSpan(70000, 4930000).SequenceEqual(range.Body), "the range, byte for byte");
+        var multipart = await c.ReadResponseAsync(timeout: timeout);
+        Assert.Equal(206, multipart.Status);
+        var boundary = multipart.Header("Content-Type")!.Split("boundary=")[1];
+        var body = multipart.Body;
+        int at = 0;
+        foreach (var (first, length) in new[] { (0, 100000), (1000000, 300000), (5000000, _big.Length - 5000000) })
+        {
+            var head = $"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {first}-{first + length - 1}/{_big.Length}\r\n\r\n";
+            Assert.Equal(head, Encoding.ASCII.GetString(body, at, head.Length));
+            at += head.Length;
+            Assert.True(_big.AsSpan(first, length).SequenceEqual(body.AsSpan(at, length)), $"part at {first}");
+            at += length;
+        }
+        Assert.Equal($"\r\n--{boundary}--\r\n", Encoding.ASCII.GetString(body, at, body.Length - at));
+        Assert.Equal("small\n", (await c.ReadResponseAsync(timeout: timeout)).BodyText);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_slow_reader_gets_the_whole_file(string transport)
+    {
+        // A small receive buffer: the file send waits for room many times (EPOLLOUT, or the engine's wait).
+        await using var server = await StartAsync(transport, o => o with { MinResponseDataRate = 0 });
+        await using var c = await server.ConnectAsync();
+        c.Socket.ReceiveBufferSize = 8192;
+        await c.SendAsync("GET /files/big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1999999\r\n\r\n");
+        var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(206, r.Status);
+        var received = r.Body;
+        Assert.True(_big.AsSpan(0, 2_000_000).SequenceEqual(received), "the range, byte for byte");
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_response_of_many_blocks_reaches_a_slow_reader_whole(string transport)
+    {
+        // Not a file: 4 MB written in 64 KiB pieces, so the output pipe holds many 4 KiB blocks at once, which
+        // go out gathered (several per sendmsg); a slow reader makes the kernel take part of a batch.
+        var pattern = new byte[64 * 1024];
+        for (int i = 0; i < pattern.Length; i++) pattern[i] = (byte)(i * 7 + i / 251);
+        await using var server = await TestServer.StartAsync(transport, configure: o => o with { MinResponseDataRate = 0 }, routes: r => r.MapGet("/blocks", async (req, res) =>
+        {
+            res.ContentLength = 64L * pattern.Length;
+            for (int i = 0; i < 64; i++)
+            {
+                res.Body.Write(pattern);
+                if ((await res.Body.FlushAsync(req.Aborted)).IsCompleted) return;
+            }
+        }));
+        await using var c = await server.ConnectAsync();
+        c.Socket.ReceiveBufferSize = 16384;
+        await c.SendAsync("GET /blocks HTTP/1.1\r\nHost: a\r\n\r\n");
+        var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(30));
+        Assert.Equal(200, r.Status);
+        var bytes = r.Body;
+        Assert.Equal(64L * pattern.Length, bytes.Length);
+        for (int i = 0; i < 64; i++) Assert.True(pattern.AsSpan().SequenceEqual(bytes.AsSpan(i * pattern.Length, pattern.Length)), $"piece {i}");
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_client_that_stops_reading_a_file_is_cut_off_by_the_send_stall_rule(string transport)
+    {
+        using (var f = new FileStream(Path.Combine(_root, "huge.bin"), FileMode.Create)) f.SetLength(64L * 1024 * 1024); // sparse: more than any socket buffers
+        await using var server = await StartAsync(transport,
+            o => o with { MinResponseDataRate = 1000, MinResponseDataRateGracePeriod = TimeSpan.FromMilliseconds(500) });
+        using var ends = server.WatchConnectionEnds();
+        await using var c = await server.ConnectAsync();
+        c.Socket.ReceiveBufferSize = 4096;
+        await c.SendAsync("GET /files/huge.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+        // Never read: the file send stalls with the kernel's buffers full, and the heartbeat aborts it.
+        await ends.AssertNextAsync(ConnectionEndReason.ResponseTimeout, TimeSpan.FromSeconds(15));
+        Assert.Equal(CloseKind.Reset, await c.DiscardUntilCloseAsync());
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_large_file_over_TLS_is_copied_and_arrives_whole(string transport)
+    {
+        using var cert = TestCertificate.Create();
+        await using var server = await StartAsync(transport, o => o with { Tls = new TlsOptions(cert.CertPath, cert.KeyPath) { ReloadInterval = TimeSpan.Zero } });
+        await using var c = await TlsClient.ConnectAsync(server.Port);
+        await c.SendAsync("GET /files/big.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=100-1500099\r\n\r\n");
+        var r = await c.ReadResponseAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(206, r.Status);
+        Assert.True(_big.AsSpan(100, 1500000).SequenceEqual(r.Body), "the range, byte for byte, encrypted (no sendfile through TLS)");
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_directory_moved_into_the_roots_place_is_served_at_once(string transport)
+    {
+        await using var server = await StartAsync(transport);
+        var first = await GetAsync(server, "/files/small.txt");
+        Assert.Equal("small\n", first.BodyText);
+        // A deploy that renames: the new tree takes the root's name; the held root descriptor must not serve the old one.
+        var next = Path.Combine(_tree.FullName, "next");
+        Directory.CreateDirectory(next);
+        File.WriteAllText(Path.Combine(next, "small.txt"), "new tree\n");
+        Directory.Move(_root, Path.Combine(_tree.FullName, "old"));
+        Directory.Move(next, _root);
+        Assert.Equal("new tree\n", (await GetAsync(server, "/files/small.txt")).BodyText);
+        Assert.Equal(404, (await GetAsync(server, "/files/big.bin")).Status);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_file_not_in_the_page_cache_is_served(string transport)
+    {
+        // Dropped from the page cache (POSIX_FADV_DONTNEED on a clean file), the small-file read would wait for
+        // the disk: it goes to the thread pool instead of holding an event loop. Either way, the right bytes.
+        var path = Path.Combine(_root, "cold.txt");
+        var content = Encoding.ASCII.GetBytes(new string('c', 20000));
+        using (var f = new FileStream(path, FileMode.Create)) { f.Write(content); f.Flush(flushToDisk: true); }
+        Evict(path);
+        await using var server = await StartAsync(transport);
+        var r = await GetAsync(server, "/files/cold.txt");
+        Assert.Equal(200, r.Status);
+        Assert.Equal(content, r.Body);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_path_whose_lookup_is_not_cached_is_opened_on_the_thread_pool(string transport)
+    {
+        // Forced here (a cold dentry cache cannot be arranged in a test): the open leaves the calling thread (an
+        // event loop), and everything else about the response is as on the fast path, redirects and index included.
+        Directory.CreateDirectory(Path.Combine(_root, "docs"));
+        File.WriteAllText(Path.Combine(_root, "docs", "index.html"), "<h1>docs</h1>\n");
+        var handler = new StaticFileHandler(new StaticFileOptions { Root = _root }) { OpenOffTheCallingThread = true };
+        await using var server = await TestServer.StartAsync(transport, routes: r => r.MapGet("/{*path}", handler.HandleAsync));
+        Assert.Equal("small\n", (await GetAsync(server, "/small.txt")).BodyText);
+        Assert.Equal(404, (await GetAsync(server, "/missing.txt")).Status);
+        Assert.Equal(301, (await GetAsync(server, "/docs")).Status);
+        Assert.Equal("<h1>docs</h1>\n", (await GetAsync(server, "/docs/")).BodyText);
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+        var big = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20));
+        Assert.True(_big.AsSpan().SequenceEqual(big.Body), "the large file, byte for byte");
+    }
+
+    private static void Evict(string path)
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        using var handle = File.OpenHandle(path);
+        _ = posix_fadvise((int)handle.DangerousGetHandle(), 0, 0, 4 /* POSIX_FADV_DONTNEED */);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc")]
+    private static extern int posix_fadvise(int fd, long offset, long length, int advice);
+
+    private static async Task<RawResponse> GetAsync(TestServer server, string target)
+    {
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync($"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        return await c.ReadResponseAsync();
+    }
+}
