@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # ./build.sh bench files [SECONDS]: PipeServer --root beside nginx (sendfile on) serving the same files —
 # a 1 KiB file at 64 connections (requests/s) and a 32 MiB download at 4 connections (bytes/s). Each server
-# is pinned to core 0 and wrk to core 1; a short warm-up, then one run of SECONDS (default 5) per scenario.
+# is pinned to core 0 and wrk to core 1; a warm-up of WARMUP seconds (default 15, as bench e2e: tiered JIT and
+# PGO take that long on a loaded core, and a 2 s warm-up measured the JIT, not the server), then one run of
+# SECONDS (default 5) per scenario. Both servers get the same warm-up.
 # A smoke run, not a measurement: one round, no rotation, and on a shared machine the figures move by
 # tens of percent. PipeServer's allocation figure is its own total (GC.GetTotalAllocatedBytes, logged at
 # exit) divided by the requests it served, start-up included: an upper bound on bytes per request.
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RUN="${1:-5}"
+WARMUP="${WARMUP:-15}"
 ensure_tool wrk
 ensure_tool taskset util-linux
 ensure_tool curl
@@ -41,7 +44,7 @@ run_wrk() {
 }
 
 measure() { # SERVER PORT -> sets SMALL_RPS BIG_BPS
-  run_wrk "$2" 64 /small.bin 2 >/dev/null   # warm-up (JIT, page cache)
+  run_wrk "$2" 64 /small.bin "$WARMUP" >/dev/null   # warm-up (JIT, page cache)
   read -r SMALL_RPS _ <<<"$(run_wrk "$2" 64 /small.bin "$SECONDS_PER_RUN")"
   run_wrk "$2" 4 /big.bin 2 >/dev/null
   read -r _ BIG_BPS <<<"$(run_wrk "$2" 4 /big.bin "$SECONDS_PER_RUN")"
