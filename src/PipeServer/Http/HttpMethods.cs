@@ -3,7 +3,7 @@ namespace PipeServer.Http;
 public enum HttpMethod : byte { Custom, Get, Head, Post, Put, Delete, Options, Patch, Trace, Connect }
 
 /// <summary>Known methods matched as bytes, so a known method costs no string allocation.</summary>
-public static class HttpMethods
+internal static class HttpMethods
 {
     public static HttpMethod Parse(ReadOnlySpan<byte> m) => m.Length switch
     {

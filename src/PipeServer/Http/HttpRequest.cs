@@ -38,9 +38,10 @@ public sealed class HttpRequest
     /// (no copy), never a byte past this request's end. Each read is bounded: a body over the server's
     /// MaxRequestBodySize, malformed chunked framing or a too slow upload ends the request (413, 400, 408).
     /// </summary>
-    public RequestBody Body { get; private set; } = null!;
+    public PipeReader Body => BodyReader;
+    internal RequestBody BodyReader { get; private set; } = null!;
     /// <summary>The body as a read-only <see cref="Stream"/> over <see cref="Body"/> (one per connection: do not dispose it or keep it).</summary>
-    public Stream BodyStream => Body.AsStream();
+    public Stream BodyStream => BodyReader.AsStream();
 
     /// <summary>
     /// Reads the whole body as JSON through source-generated metadata (a <c>JsonSerializerContext</c>'s
@@ -49,7 +50,7 @@ public sealed class HttpRequest
     public ValueTask<T?> ReadJsonAsync<T>(System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
         System.Text.Json.JsonSerializer.DeserializeAsync(BodyStream, typeInfo, cancellationToken);
     /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
-    public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
+    public HttpHeaders Trailers => BodyReader is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
 
     /// <summary>The matched route template, set by the router (null when no route matched): the http.route metric label.</summary>
     public string? Route { get; set; }
@@ -127,7 +128,7 @@ public sealed class HttpRequest
 
     internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, IRequestOwner owner, CancellationToken draining)
     {
-        _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
+        _head = head; BodyReader = body; ConnectionId = connectionId; RemoteEndPoint = remote;
         _owner = owner; Draining = draining; Route = null; _clientAddress = null;
         RouteValues.Clear();
     }

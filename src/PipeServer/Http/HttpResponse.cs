@@ -27,7 +27,7 @@ internal interface IResponseOwner
     bool KeepAliveAtResponseStart(HttpResponse response);
 }
 
-public enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
+internal enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
 
 /// <summary>The response a handler fills in. One instance per connection, reset per request.</summary>
 public sealed class HttpResponse
@@ -43,7 +43,7 @@ public sealed class HttpResponse
     private readonly ResponseBodyWriter _body;
     private Stream? _bodyStream;
 
-    public HttpResponse() => _body = new ResponseBodyWriter(this);
+    internal HttpResponse() => _body = new ResponseBodyWriter(this);
 
     public int StatusCode
     {
@@ -84,7 +84,7 @@ public sealed class HttpResponse
     public Stream BodyStream => _bodyStream ??= _body.AsStream(leaveOpen: true);
 
     public bool HasStarted => Framing != ResponseFraming.NotStarted;
-    public ResponseFraming Framing { get; private set; }
+    internal ResponseFraming Framing { get; private set; }
     /// <summary>Decided when the response started: whether the connection stays open afterwards.</summary>
     public bool KeepAlive { get; private set; }
     public long BodyBytesWritten => _body.Written;

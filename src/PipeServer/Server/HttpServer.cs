@@ -38,7 +38,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them (a stop's bound is drain delay + shutdown timeout + this).</summary>
-    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+    public static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
 
     private readonly HttpServerOptions _options;
@@ -105,7 +105,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     public Task AcceptLoop => _acceptLoop;
 
     /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
-    public ConnectionTransport? Transport => _transport;
+    internal ConnectionTransport? Transport => _transport;
 
     /// <summary>TLS, when <see cref="HttpServerOptions.Tls"/> is set: its certificate source (renewal) and handshake metric. Set by StartAsync.</summary>
     internal TlsServer? Tls => _tls;
@@ -606,7 +606,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Snapshot of the live connections, for tests and diagnostics.</summary>
-    public IReadOnlyList<Http1Connection> Connections => _connections.Values.Select(e => e.Protocol).ToArray();
+    internal IReadOnlyList<Http1Connection> Connections => _connections.Values.Select(e => e.Protocol).ToArray();
 
     public async ValueTask DisposeAsync()
     {

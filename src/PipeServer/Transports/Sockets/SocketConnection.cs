@@ -22,7 +22,7 @@ namespace PipeServer.Transports.Sockets;
 //   peer gone the receive loop sees EOF or a reset; the protocol reads the end of its input.
 
 /// <summary>An accepted socket served through .NET's socket engine, as a <see cref="TransportConnection"/>.</summary>
-public sealed class SocketConnection : TransportConnection
+internal sealed class SocketConnection : TransportConnection
 {
     private const int MinimumReceiveBuffer = 4096;
     private static readonly TimeSpan LingerTimeout = TimeSpan.FromMilliseconds(500); // Go uses 500 ms for the same purpose
