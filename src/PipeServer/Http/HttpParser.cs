@@ -18,9 +18,27 @@ internal enum ParseStatus : byte
     Rejected,
 }
 
-public enum HttpVersion : byte { Http10, Http11 }
+/// <summary>The request's protocol version (a higher 1.x is served as 1.1; any other major version is refused with 505).</summary>
+public enum HttpVersion : byte
+{
+    /// <summary>HTTP/1.0.</summary>
+    Http10,
+    /// <summary>HTTP/1.1.</summary>
+    Http11,
+}
 
-public enum RequestTargetForm : byte { Origin, Absolute, Authority, Asterisk }
+/// <summary>The four forms of a request target (RFC 9112 §3.2).</summary>
+public enum RequestTargetForm : byte
+{
+    /// <summary>"/path?query": the usual form.</summary>
+    Origin,
+    /// <summary>"http://host/path": as sent to a proxy.</summary>
+    Absolute,
+    /// <summary>"host:port": CONNECT only.</summary>
+    Authority,
+    /// <summary>"*": OPTIONS only.</summary>
+    Asterisk,
+}
 
 /// <summary>The request line, as spans over the connection's buffer: valid only during the callback.</summary>
 internal readonly ref struct RequestLine

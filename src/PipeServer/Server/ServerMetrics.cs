@@ -15,6 +15,7 @@ namespace PipeServer.Server;
 /// <summary>The server's System.Diagnostics.Metrics instruments, on a meter named "PipeServer".</summary>
 public sealed class ServerMetrics : IDisposable
 {
+    /// <summary>The name of the <see cref="System.Diagnostics.Metrics.Meter"/> every server instance records on.</summary>
     public const string MeterName = "PipeServer";
     private static readonly object[] BoxedStatus = Enumerable.Range(0, 600).Select(i => (object)i).ToArray();
 
@@ -50,6 +51,7 @@ public sealed class ServerMetrics : IDisposable
         _rejectedConnections = Meter.CreateCounter<long>("pipeserver.rejected_connections", "{connection}", "Connections rejected because the server was at its connection limit.");
     }
 
+    /// <summary>This server's meter (named <see cref="MeterName"/>): give it to a MeterListener or an exporter.</summary>
     public Meter Meter { get; }
 
     /// <summary>Whether anything listens to the request instruments (if not, the connection skips even the clock reads).</summary>
@@ -120,5 +122,6 @@ public sealed class ServerMetrics : IDisposable
         _ => "unknown",
     };
 
+    /// <summary>Disposes the meter.</summary>
     public void Dispose() => Meter.Dispose();
 }
