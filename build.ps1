@@ -26,8 +26,8 @@ switch ($Verb) {
     exit $code
   }
   "run" {
-    Invoke-Step { dotnet build src/PipeServer/PipeServer.csproj -c $Config -v quiet -nologo | Out-Null }
-    & dotnet "src/PipeServer/bin/$Config/net10.0/PipeServer.dll" @Rest
+    Invoke-Step { dotnet build src/PipeServer.Host/PipeServer.Host.csproj -c $Config -v quiet -nologo | Out-Null }
+    & dotnet "src/PipeServer.Host/bin/$Config/net10.0/PipeServer.Host.dll" @Rest
     exit $LASTEXITCODE
   }
   "bench" {
@@ -48,11 +48,11 @@ switch ($Verb) {
   "publish" {
     if ($Rest.Count -gt 0 -and $Rest[0] -eq "--aot") {
       $more = if ($Rest.Count -gt 1) { $Rest[1..($Rest.Count - 1)] } else { @() }
-      Invoke-Step { dotnet publish src/PipeServer/PipeServer.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot @more }
-      Write-Output "published artifacts/publish-aot/PipeServer (Native AOT)"
+      Invoke-Step { dotnet publish src/PipeServer.Host/PipeServer.Host.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot @more }
+      Write-Output "published artifacts/publish-aot/PipeServer.Host (Native AOT)"
     } else {
-      Invoke-Step { dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish @Rest }
-      Write-Output "published to artifacts/publish"
+      Invoke-Step { dotnet publish src/PipeServer.Host/PipeServer.Host.csproj -c Release -o artifacts/publish @Rest }
+      Write-Output "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.Host.dll)"
     }
   }
   # The load verbs drive Linux tools (wrk, slowhttptest, afl++, haproxy): they run the same bash scripts.

@@ -66,9 +66,9 @@ case "$verb" in
     exit "$status"
     ;;
   run)
-    dotnet build src/PipeServer/PipeServer.csproj -c "$CONFIG" -v quiet -nologo >/dev/null
+    dotnet build src/PipeServer.Host/PipeServer.Host.csproj -c "$CONFIG" -v quiet -nologo >/dev/null
     # exec: the server is this process, so signals (Ctrl+C, SIGTERM) reach it directly.
-    exec dotnet "src/PipeServer/bin/$CONFIG/net10.0/PipeServer.dll" "$@"
+    exec dotnet "src/PipeServer.Host/bin/$CONFIG/net10.0/PipeServer.Host.dll" "$@"
     ;;
   bench)
     sub="${1:-all}"; [ $# -gt 0 ] && shift
@@ -89,11 +89,11 @@ case "$verb" in
       # Native AOT: one self-contained native executable. Needs clang (or gcc) and zlib headers to link.
       command -v clang >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || { apt-get install -y clang >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y clang; }; }
       [ -e /usr/include/zlib.h ] || { apt-get install -y zlib1g-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y zlib1g-dev; }; }
-      dotnet publish src/PipeServer/PipeServer.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot "$@"
-      echo "published artifacts/publish-aot/PipeServer ($(du -h artifacts/publish-aot/PipeServer | cut -f1), native, no .NET runtime needed)"
+      dotnet publish src/PipeServer.Host/PipeServer.Host.csproj -c Release -r linux-x64 -p:PublishAot=true -o artifacts/publish-aot "$@"
+      echo "published artifacts/publish-aot/PipeServer.Host ($(du -h artifacts/publish-aot/PipeServer.Host | cut -f1), native, no .NET runtime needed)"
     else
-      dotnet publish src/PipeServer/PipeServer.csproj -c Release -o artifacts/publish "$@"
-      echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.dll)"
+      dotnet publish src/PipeServer.Host/PipeServer.Host.csproj -c Release -o artifacts/publish "$@"
+      echo "published to artifacts/publish (run: dotnet artifacts/publish/PipeServer.Host.dll)"
     fi
     ;;
   load) exec bash scripts/load.sh "$@" ;;

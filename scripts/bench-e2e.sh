@@ -33,7 +33,7 @@ has_server() { local s; for s in "${SERVERS[@]}"; do [ "$s" = "$1" ] && return 0
 has_server nginx && ensure_tool nginx nginx-light
 raise_fd_limit
 echo "building (Release)..."
-dotnet build "$ROOT/src/PipeServer/PipeServer.csproj" -c Release -v quiet -nologo >/dev/null
+dotnet build "$ROOT/src/PipeServer.Host/PipeServer.Host.csproj" -c Release -v quiet -nologo >/dev/null
 dotnet build "$ROOT/benchmarks/KestrelBaseline/KestrelBaseline.csproj" -c Release -v quiet -nologo >/dev/null
 dotnet build "$ROOT/benchmarks/PipeServer.Benchmarks/PipeServer.Benchmarks.csproj" -c Release -v quiet -nologo >/dev/null
 KESTREL_DLL="$ROOT/benchmarks/KestrelBaseline/bin/Release/net10.0/KestrelBaseline.dll"
@@ -222,7 +222,7 @@ stop_servers
 AOT_START=""
 if [ "${SKIP_AOT:-0}" != "1" ] && has_server pipeserver; then
   echo "== Native AOT: start-up to first served request, size, RSS"
-  AOT="$ROOT/artifacts/publish-aot/PipeServer"
+  AOT="$ROOT/artifacts/publish-aot/PipeServer.Host"
   (cd "$ROOT" && ./build.sh publish --aot >/dev/null)
   starts=""
   for i in 1 2 3 4 5 6 7; do

@@ -3,7 +3,7 @@
 # 127.0.0.1 only and is stopped by its PID; every load is bounded in time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SERVER_DLL="$ROOT/src/PipeServer/bin/Release/net10.0/PipeServer.dll"
+SERVER_DLL="$ROOT/src/PipeServer.Host/bin/Release/net10.0/PipeServer.Host.dll"
 SERVER_PID=""
 SERVER_LOG=""
 
@@ -18,7 +18,7 @@ ensure_tool() {
 }
 
 build_server() {
-  dotnet build "$ROOT/src/PipeServer/PipeServer.csproj" -c Release -v quiet -nologo >/dev/null
+  dotnet build "$ROOT/src/PipeServer.Host/PipeServer.Host.csproj" -c Release -v quiet -nologo >/dev/null
 }
 
 # start_server [server options...]: starts on 127.0.0.1:0, sets SERVER_PID and PORT.

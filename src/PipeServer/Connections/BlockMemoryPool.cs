@@ -13,7 +13,7 @@ namespace PipeServer.Connections;
 // allocated pinned once (the socket can use them without pinning), recycled through a lock-free queue.
 
 /// <summary>A pool of 4 KiB pinned blocks for pipe segments. Bounded in what it keeps, not in what it lends.</summary>
-public sealed class BlockMemoryPool : MemoryPool<byte>
+internal sealed class BlockMemoryPool : MemoryPool<byte>
 {
     public const int BlockSize = 4096;
     private readonly ConcurrentQueue<Block> _blocks = new();

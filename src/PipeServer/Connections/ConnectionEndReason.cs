@@ -3,7 +3,7 @@ namespace PipeServer.Connections;
 // Why a connection ended, recorded once per connection (Kestrel's ConnectionEndReason). Tests assert it,
 // the shutdown report counts it, and logs tell expected ends (quiet) from faults.
 
-public enum ConnectionEndReason : byte
+internal enum ConnectionEndReason : byte
 {
     Unknown,
     /// <summary>The client closed while no request was in progress.</summary>
@@ -35,7 +35,7 @@ public enum ConnectionEndReason : byte
 }
 
 /// <summary>Where a connection is in its life (the legal transitions are New → Active ↔ Idle → Closed).</summary>
-public enum ConnectionState : byte
+internal enum ConnectionState : byte
 {
     /// <summary>Accepted; no byte of a request read yet.</summary>
     New,

@@ -26,7 +26,7 @@ namespace PipeServer.Connections;
 // The shutdown token is never passed into a read in the middle of a request; a drain only wakes a read
 // that is waiting for the *next* request.
 
-public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner, IRequestOwner
+internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner, IRequestOwner
 {
     private enum HeadOutcome { Ready, Rejected, Closed }
     private enum TimeoutKind { None, RequestHeaders, KeepAlive }

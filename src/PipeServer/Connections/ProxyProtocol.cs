@@ -22,7 +22,7 @@ namespace PipeServer.Connections;
 // The receiver must not guess (spec, section 2): a connection that must carry a header and starts with
 // anything else is rejected, never read as HTTP.
 
-public enum ProxyParseStatus : byte
+internal enum ProxyParseStatus : byte
 {
     /// <summary>Not enough bytes to decide yet: call again with more; nothing was consumed.</summary>
     NeedMoreData,
@@ -34,7 +34,7 @@ public enum ProxyParseStatus : byte
     Rejected,
 }
 
-public enum ProxyRejectionReason : byte
+internal enum ProxyRejectionReason : byte
 {
     None,
     /// <summary>A v1 line with no CRLF within 107 bytes.</summary>
@@ -52,10 +52,10 @@ public enum ProxyRejectionReason : byte
 }
 
 /// <summary>What a PROXY header said. <see cref="Source"/> is null when the socket's own addresses apply (LOCAL, UNKNOWN, UNSPEC, Unix).</summary>
-public readonly record struct ProxyHeader(int Version, IPEndPoint? Source, IPEndPoint? Destination);
+internal readonly record struct ProxyHeader(int Version, IPEndPoint? Source, IPEndPoint? Destination);
 
 /// <summary>The PROXY protocol v1/v2 header parser: a pure function over the bytes received so far.</summary>
-public static class ProxyProtocolParser
+internal static class ProxyProtocolParser
 {
     public const int MaxV1Length = 107;
     /// <summary>

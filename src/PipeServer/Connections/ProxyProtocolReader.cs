@@ -16,7 +16,7 @@ namespace PipeServer.Connections;
 // Bounded like a request head: the header must arrive within the request-header timeout, and v1 is at
 // most 107 bytes, v2 at most 16 + 2048. A drain (RequestClose cancels the pending read) or an abort ends the wait.
 
-public enum ProxyReadOutcome : byte
+internal enum ProxyReadOutcome : byte
 {
     /// <summary>A trusted peer's header was read; the HTTP bytes follow.</summary>
     Accepted,
@@ -30,7 +30,7 @@ public enum ProxyReadOutcome : byte
     TimedOut,
 }
 
-public static class ProxyProtocolReader
+internal static class ProxyProtocolReader
 {
     public static async ValueTask<(ProxyReadOutcome Outcome, ProxyHeader Header, ProxyRejectionReason Reason)> ReadAsync(
         PipeReader input, bool headerRequired, TimeSpan timeout)

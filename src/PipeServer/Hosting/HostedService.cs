@@ -25,4 +25,11 @@ public abstract class HostedService
     public virtual Task<StopOutcome> StopAsync(CancellationToken deadline) => Task.FromResult(StopOutcome.Clean);
 }
 
-public enum StopOutcome { Clean, DeadlineExceeded }
+/// <summary>How a service's stop ended.</summary>
+public enum StopOutcome
+{
+    /// <summary>Everything it ran finished within the deadline.</summary>
+    Clean,
+    /// <summary>The deadline passed and work was cut short (for the HTTP server: connections were aborted).</summary>
+    DeadlineExceeded,
+}

@@ -9,9 +9,12 @@ namespace PipeServer.Hosting;
 /// </summary>
 public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<ListenerInfo>> listening) : HostedService
 {
+    /// <inheritdoc/>
     public override string Name => "http";
+    /// <summary>What the server's shutdown did, once <see cref="StopAsync"/> has run.</summary>
     public ShutdownReport? Report { get; private set; }
 
+    /// <summary>Binds (or takes the given sockets) and starts accepting; a bind failure is an <see cref="InvalidOperationException"/> saying why.</summary>
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         try
@@ -38,12 +41,14 @@ public sealed class HttpServerService(HttpServer server, Action<IReadOnlyList<Li
         _ => ex.Message,
     };
 
+    /// <summary>Waits while the server accepts; a listener that dies ends it with the error (a fault).</summary>
     public override async Task RunAsync(CancellationToken stopping)
     {
         // The accept loops only end when StopAccepting cancels them; ending any other way is a listener fault.
         await server.AcceptLoop.WaitAsync(stopping).ConfigureAwait(false);
     }
 
+    /// <summary>Runs the server's shutdown phases; <see cref="StopOutcome.DeadlineExceeded"/> when connections had to be aborted.</summary>
     public override async Task<StopOutcome> StopAsync(CancellationToken deadline)
     {
         // The server enforces its own deadline (drain delay + shutdown timeout + abort grace); the manager's

@@ -99,6 +99,7 @@ public sealed partial class ServiceManager(IReadOnlyList<HostedService> services
         return outcome;
     }
 
+    /// <summary>The name of the service whose fault stopped the run, or null.</summary>
     public string? FaultedService => _faultedService;
 
     [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "Service {Service} started")]

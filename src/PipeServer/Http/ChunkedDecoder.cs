@@ -13,9 +13,9 @@ namespace PipeServer.Http;
 //   chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
 //   chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )      (RFC 9112 §7.1)
 
-public enum ChunkedPhase : byte { SizeLine, Data, DataTerminator, Trailers, Complete }
+internal enum ChunkedPhase : byte { SizeLine, Data, DataTerminator, Trailers, Complete }
 
-public enum ChunkedStatus : byte
+internal enum ChunkedStatus : byte
 {
     NeedMoreData,
     /// <summary>Chunk data is next: up to <see cref="ChunkedDecoderState.ChunkRemaining"/> bytes of it.</summary>
@@ -25,7 +25,7 @@ public enum ChunkedStatus : byte
     Rejected,
 }
 
-public struct ChunkedDecoderState
+internal struct ChunkedDecoderState
 {
     public ChunkedPhase Phase;
     public long ChunkRemaining;
@@ -34,12 +34,12 @@ public struct ChunkedDecoderState
 }
 
 /// <summary>Bounds on the chunked framing itself (the body size is bounded by the body reader).</summary>
-public readonly record struct ChunkedLimits(int MaxSizeLineLength = 4096, int MaxExtensionBytes = 16 * 1024, int MaxTrailerBytes = 8 * 1024, int MaxTrailerCount = 32)
+internal readonly record struct ChunkedLimits(int MaxSizeLineLength = 4096, int MaxExtensionBytes = 16 * 1024, int MaxTrailerBytes = 8 * 1024, int MaxTrailerCount = 32)
 {
     public ChunkedLimits() : this(4096, 16 * 1024, 8 * 1024, 32) { }
 }
 
-public static class ChunkedDecoder
+internal static class ChunkedDecoder
 {
     private const byte CR = (byte)'\r', LF = (byte)'\n';
 

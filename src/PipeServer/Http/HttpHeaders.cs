@@ -10,10 +10,13 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
 {
     private readonly List<KeyValuePair<string, string>> _fields = []; // grows on first use: an idle connection holds no array
 
+    /// <summary>The number of fields.</summary>
     public int Count => _fields.Count;
 
+    /// <summary>The field at <paramref name="index"/>, in order.</summary>
     public KeyValuePair<string, string> this[int index] => _fields[index];
 
+    /// <summary>Appends a field (another of the same name is kept).</summary>
     public void Add(string name, string value) => _fields.Add(new(name, value));
 
     /// <summary>Replaces every field of that name with one field.</summary>
@@ -23,6 +26,7 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
         _fields.Add(new(name, value));
     }
 
+    /// <summary>Removes every field of that name; false when there was none.</summary>
     public bool Remove(string name)
     {
         bool removed = false;
@@ -35,6 +39,7 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
         return removed;
     }
 
+    /// <summary>True when a field of that name is present.</summary>
     public bool Contains(string name) => IndexOf(name) >= 0;
 
     /// <summary>The first value of that name, or null.</summary>
@@ -50,6 +55,7 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
             if (string.Equals(f.Key, name, StringComparison.OrdinalIgnoreCase)) yield return f.Value;
     }
 
+    /// <summary>Removes every field.</summary>
     public void Clear() => _fields.Clear();
 
     private int IndexOf(string name)
@@ -59,6 +65,7 @@ public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
         return -1;
     }
 
+    /// <summary>Enumerates the fields in order, without allocating.</summary>
     public List<KeyValuePair<string, string>>.Enumerator GetEnumerator() => _fields.GetEnumerator();
     IEnumerator<KeyValuePair<string, string>> IEnumerable<KeyValuePair<string, string>>.GetEnumerator() => GetEnumerator();
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();

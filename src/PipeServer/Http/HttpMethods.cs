@@ -1,9 +1,32 @@
 namespace PipeServer.Http;
 
-public enum HttpMethod : byte { Custom, Get, Head, Post, Put, Delete, Options, Patch, Trace, Connect }
+/// <summary>The request methods known by name; any other is <see cref="Custom"/> (read <see cref="HttpRequest.Method"/>).</summary>
+public enum HttpMethod : byte
+{
+    /// <summary>A method not listed here: its name is in <see cref="HttpRequest.Method"/>.</summary>
+    Custom,
+    /// <summary>GET.</summary>
+    Get,
+    /// <summary>HEAD.</summary>
+    Head,
+    /// <summary>POST.</summary>
+    Post,
+    /// <summary>PUT.</summary>
+    Put,
+    /// <summary>DELETE.</summary>
+    Delete,
+    /// <summary>OPTIONS.</summary>
+    Options,
+    /// <summary>PATCH.</summary>
+    Patch,
+    /// <summary>TRACE.</summary>
+    Trace,
+    /// <summary>CONNECT.</summary>
+    Connect,
+}
 
 /// <summary>Known methods matched as bytes, so a known method costs no string allocation.</summary>
-public static class HttpMethods
+internal static class HttpMethods
 {
     public static HttpMethod Parse(ReadOnlySpan<byte> m) => m.Length switch
     {

@@ -8,7 +8,7 @@ namespace PipeServer.Http;
 // incomplete line starts (nothing is consumed), bad input returns a typed RequestRejectionReason, and
 // what was parsed is handed to an IHttpHeadHandler (RequestHead in production, a recorder in tests).
 
-public enum ParseStatus : byte
+internal enum ParseStatus : byte
 {
     /// <summary>The input ends inside a line: call again with more bytes; nothing was consumed.</summary>
     NeedMoreData,
@@ -18,12 +18,30 @@ public enum ParseStatus : byte
     Rejected,
 }
 
-public enum HttpVersion : byte { Http10, Http11 }
+/// <summary>The request's protocol version (a higher 1.x is served as 1.1; any other major version is refused with 505).</summary>
+public enum HttpVersion : byte
+{
+    /// <summary>HTTP/1.0.</summary>
+    Http10,
+    /// <summary>HTTP/1.1.</summary>
+    Http11,
+}
 
-public enum RequestTargetForm : byte { Origin, Absolute, Authority, Asterisk }
+/// <summary>The four forms of a request target (RFC 9112 §3.2).</summary>
+public enum RequestTargetForm : byte
+{
+    /// <summary>"/path?query": the usual form.</summary>
+    Origin,
+    /// <summary>"http://host/path": as sent to a proxy.</summary>
+    Absolute,
+    /// <summary>"host:port": CONNECT only.</summary>
+    Authority,
+    /// <summary>"*": OPTIONS only.</summary>
+    Asterisk,
+}
 
 /// <summary>The request line, as spans over the connection's buffer: valid only during the callback.</summary>
-public readonly ref struct RequestLine
+internal readonly ref struct RequestLine
 {
     public RequestLine(HttpMethod method, ReadOnlySpan<byte> methodBytes, ReadOnlySpan<byte> target, RequestTargetForm form, HttpVersion version)
     {
@@ -37,20 +55,20 @@ public readonly ref struct RequestLine
 }
 
 /// <summary>Receives what the parser found. Returning a reason other than None rejects the request.</summary>
-public interface IHttpHeadHandler
+internal interface IHttpHeadHandler
 {
     RequestRejectionReason OnRequestLine(in RequestLine line);
     RequestRejectionReason OnHeader(ReadOnlySpan<byte> name, ReadOnlySpan<byte> value);
 }
 
 /// <summary>Size limits the parser enforces while it reads (Kestrel's defaults).</summary>
-public readonly record struct HttpParserLimits(int MaxRequestLineSize = 8 * 1024, int MaxHeaderCount = 100, int MaxHeaderBytes = 32 * 1024)
+internal readonly record struct HttpParserLimits(int MaxRequestLineSize = 8 * 1024, int MaxHeaderCount = 100, int MaxHeaderBytes = 32 * 1024)
 {
     public HttpParserLimits() : this(8 * 1024, 100, 32 * 1024) { }
 }
 
 /// <summary>Progress through a header section that arrives over several reads.</summary>
-public struct HeaderParseState
+internal struct HeaderParseState
 {
     /// <summary>Header-section bytes consumed so far, CRLFs included.</summary>
     public int Bytes;
@@ -58,7 +76,7 @@ public struct HeaderParseState
     public void Reset() { Bytes = 0; Count = 0; }
 }
 
-public static class HttpParser
+internal static class HttpParser
 {
     private const byte CR = (byte)'\r', LF = (byte)'\n', SP = (byte)' ', HT = (byte)'\t', Colon = (byte)':';
 

@@ -14,23 +14,31 @@ public sealed class HttpRequest
 {
     private RequestHead _head = null!;
 
+    /// <summary>The method as sent ("GET", "PROPFIND", …).</summary>
     public string Method => _head.MethodName;
+    /// <summary>The method when it is one of the common ones, else <see cref="HttpMethod.Custom"/>: compare this instead of <see cref="Method"/> to avoid a string comparison.</summary>
     public HttpMethod KnownMethod => _head.Method;
     /// <summary>The request target exactly as sent.</summary>
     public string Target => _head.Target;
+    /// <summary>The path, percent-decoded once (an encoded "/" stays "%2F", so it cannot pose as a separator).</summary>
     public string Path => _head.Path;
     /// <summary>The query string without '?', exactly as sent (not decoded); <see cref="GetQueryValue"/> decodes one parameter.</summary>
     public string Query => _head.Query;
+    /// <summary>HTTP/1.0 or HTTP/1.1 (a higher 1.x is served as 1.1).</summary>
     public HttpVersion Version => _head.Version;
+    /// <summary>Every header field in the order received (names case-insensitive). Reused for the connection's next request: do not keep it.</summary>
     public HttpHeaders Headers => _head.Headers;
     /// <summary>The first value of a header, or null (cheaper than <see cref="Headers"/> when only one is needed).</summary>
     public string? GetHeader(string name) => _head.GetHeader(name);
     /// <summary>The path as sent, before percent-decoding: what the router matches, without making a string.</summary>
     public ReadOnlySpan<byte> RawPath => _head.RawPath;
+    /// <summary>True when <see cref="RawPath"/> holds a percent-escape, so that <see cref="Path"/> differs from it.</summary>
     public bool PathHasEscapes => _head.PathHasEscapes;
+    /// <summary>Which of the four request-target forms of RFC 9112 §3.2 was sent.</summary>
     public RequestTargetForm TargetForm => _head.TargetForm;
     /// <summary>Content-Length as sent, or null (no body, or chunked).</summary>
     public long? ContentLength => _head.ContentLength >= 0 ? _head.ContentLength : null;
+    /// <summary>True when the body comes with Transfer-Encoding: chunked.</summary>
     public bool IsChunked => _head.IsChunked;
 
     /// <summary>
@@ -38,9 +46,10 @@ public sealed class HttpRequest
     /// (no copy), never a byte past this request's end. Each read is bounded: a body over the server's
     /// MaxRequestBodySize, malformed chunked framing or a too slow upload ends the request (413, 400, 408).
     /// </summary>
-    public RequestBody Body { get; private set; } = null!;
+    public PipeReader Body => BodyReader;
+    internal RequestBody BodyReader { get; private set; } = null!;
     /// <summary>The body as a read-only <see cref="Stream"/> over <see cref="Body"/> (one per connection: do not dispose it or keep it).</summary>
-    public Stream BodyStream => Body.AsStream();
+    public Stream BodyStream => BodyReader.AsStream();
 
     /// <summary>
     /// Reads the whole body as JSON through source-generated metadata (a <c>JsonSerializerContext</c>'s
@@ -49,7 +58,7 @@ public sealed class HttpRequest
     public ValueTask<T?> ReadJsonAsync<T>(System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken = default) =>
         System.Text.Json.JsonSerializer.DeserializeAsync(BodyStream, typeInfo, cancellationToken);
     /// <summary>Trailer fields of a chunked body (empty until the body has been read to its end).</summary>
-    public HttpHeaders Trailers => Body is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
+    public HttpHeaders Trailers => BodyReader is ChunkedRequestBody chunked ? chunked.Trailers : EmptyHeaders;
 
     /// <summary>The matched route template, set by the router (null when no route matched): the http.route metric label.</summary>
     public string? Route { get; set; }
@@ -64,6 +73,7 @@ public sealed class HttpRequest
     public bool TryGetRouteValue(string name, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out string value) =>
         RouteValues.TryGetValue(name, out value);
 
+    /// <summary>The connection's number (also in the access log's request id, CONNECTION-N).</summary>
     public long ConnectionId { get; private set; }
     /// <summary>"https" when the connection came through TLS, else "http": what this server's listener speaks (not what a proxy in front was asked).</summary>
     public string Scheme { get; internal set; } = "http";
@@ -127,7 +137,7 @@ public sealed class HttpRequest
 
     internal void Reset(RequestHead head, RequestBody body, long connectionId, IPEndPoint? remote, IRequestOwner owner, CancellationToken draining)
     {
-        _head = head; Body = body; ConnectionId = connectionId; RemoteEndPoint = remote;
+        _head = head; BodyReader = body; ConnectionId = connectionId; RemoteEndPoint = remote;
         _owner = owner; Draining = draining; Route = null; _clientAddress = null;
         RouteValues.Clear();
     }

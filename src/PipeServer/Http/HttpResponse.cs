@@ -29,7 +29,7 @@ internal interface IResponseOwner
     Transports.ISendFileFeature? SendFile => null;
 }
 
-public enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
+internal enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
 
 /// <summary>The response a handler fills in. One instance per connection, reset per request.</summary>
 public sealed class HttpResponse
@@ -45,8 +45,9 @@ public sealed class HttpResponse
     private readonly ResponseBodyWriter _body;
     private Stream? _bodyStream;
 
-    public HttpResponse() => _body = new ResponseBodyWriter(this);
+    internal HttpResponse() => _body = new ResponseBodyWriter(this);
 
+    /// <summary>The status code, 200 unless set; settable until the response starts.</summary>
     public int StatusCode
     {
         get => _statusCode;
@@ -58,7 +59,9 @@ public sealed class HttpResponse
         }
     }
 
+    /// <summary>A reason phrase instead of the standard one for <see cref="StatusCode"/> (CR, LF or NUL in it: a 500 instead).</summary>
     public string? ReasonPhrase { get; set; }
+    /// <summary>The response header fields; changes after the response started are not sent. Values with CR, LF or NUL are refused (a 500 instead).</summary>
     public HttpHeaders Headers { get; } = new();
 
     /// <summary>
@@ -83,12 +86,15 @@ public sealed class HttpResponse
 
     /// <summary>The body. Writes are buffered until the handler flushes or returns.</summary>
     public PipeWriter Body => _body;
+    /// <summary>The body as a write-only <see cref="Stream"/> over <see cref="Body"/> (one per connection: do not dispose it or keep it).</summary>
     public Stream BodyStream => _bodyStream ??= _body.AsStream(leaveOpen: true);
 
+    /// <summary>True once the status line and headers are decided (the first flush, more than 64 KiB written, or the handler returned): from then on status, headers and length cannot change.</summary>
     public bool HasStarted => Framing != ResponseFraming.NotStarted;
-    public ResponseFraming Framing { get; private set; }
+    internal ResponseFraming Framing { get; private set; }
     /// <summary>Decided when the response started: whether the connection stays open afterwards.</summary>
     public bool KeepAlive { get; private set; }
+    /// <summary>Body bytes the handler has written so far.</summary>
     public long BodyBytesWritten => _body.Written;
 
     internal void Reset(IResponseOwner owner, bool isHead, HttpVersion version)

@@ -3,7 +3,7 @@ using System.Text;
 namespace PipeServer.Http;
 
 /// <summary>Status lines as preformatted bytes: "HTTP/1.1 200 OK\r\n" costs a table look-up, not a format.</summary>
-public static class HttpStatus
+internal static class HttpStatus
 {
     private static readonly byte[]?[] StatusLines = new byte[600][];
 
@@ -44,7 +44,7 @@ public static class HttpStatus
 /// allocation and a clock read; instead a timer reformats it once a second (Kestrel's DateHeaderValueManager
 /// does the same from its heartbeat), and a response only reads a reference.
 /// </summary>
-public static class DateHeader
+internal static class DateHeader
 {
     private static byte[] _line = Format(DateTimeOffset.UtcNow);
     // Aligned to just after each wall-clock second, so the header changes when the second does.

@@ -20,7 +20,7 @@ internal interface IRequestBodyOwner
 }
 
 /// <summary>A request body. Reading past its end returns a completed result; a protocol error throws <see cref="BadHttpRequestException"/>.</summary>
-public abstract class RequestBody : PipeReader
+internal abstract class RequestBody : PipeReader
 {
     private protected PipeReader Input = null!;
     private protected IRequestBodyOwner Owner = null!;
@@ -146,7 +146,7 @@ public abstract class RequestBody : PipeReader
 }
 
 /// <summary>A body framed by Content-Length (RFC 9112 §6.3 rule 6).</summary>
-public sealed class ContentLengthRequestBody : RequestBody
+internal sealed class ContentLengthRequestBody : RequestBody
 {
     private long _remaining;
     private bool _returnedLast;
@@ -202,7 +202,7 @@ public sealed class ContentLengthRequestBody : RequestBody
 /// is then reset). What has not arrived yet is still streamed as it comes. The scan resumes where it
 /// stopped, so each byte's framing is scanned once ahead and once when decoded, however often it is read.
 /// </remarks>
-public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
+internal sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
 {
     private ChunkedDecoderState _state;
     private ChunkedLimits _limits;
@@ -305,7 +305,7 @@ public sealed class ChunkedRequestBody : RequestBody, IHttpHeadHandler
 }
 
 /// <summary>No body: GET without Content-Length, or Content-Length: 0.</summary>
-public sealed class EmptyRequestBody : RequestBody
+internal sealed class EmptyRequestBody : RequestBody
 {
     public static EmptyRequestBody Create() => new();
     public override bool IsComplete => true;

@@ -14,7 +14,7 @@ namespace PipeServer.Http;
 /// query, header names and values) are made from those bytes only when something asks for them: a
 /// handler that never reads a header never pays for one, and the router matches the path as bytes.
 /// </remarks>
-public sealed class RequestHead : IHttpHeadHandler
+internal sealed class RequestHead : IHttpHeadHandler
 {
     private struct HeaderSlot
     {
@@ -368,7 +368,7 @@ internal ref struct TokenList(ReadOnlySpan<byte> value)
 }
 
 /// <summary>Canonical names of common headers, matched as bytes so they cost no allocation.</summary>
-public static class KnownHeaders
+internal static class KnownHeaders
 {
     public const string Host = "Host";
     public const string ContentLength = "Content-Length";

@@ -5,7 +5,7 @@ namespace PipeServer.Http;
 // status code (StatusCodeFor) and closes after answering, as Kestrel's RequestRejectionReason does.
 
 /// <summary>Why a request was refused before (or while) its handler ran.</summary>
-public enum RequestRejectionReason : byte
+internal enum RequestRejectionReason : byte
 {
     None = 0,
 
@@ -61,7 +61,7 @@ public enum RequestRejectionReason : byte
     RequestBodyTimeout,
 }
 
-public static class RequestRejection
+internal static class RequestRejection
 {
     /// <summary>The status code a rejection is answered with.</summary>
     public static int StatusCodeFor(RequestRejectionReason reason) => reason switch
@@ -118,9 +118,11 @@ public static class RequestRejection
 /// Thrown out of the request body reader (the only place a rejection surfaces inside a handler) so that
 /// handler code that is not watching for it still unwinds; the connection turns it into a status code.
 /// </summary>
-public sealed class BadHttpRequestException(RequestRejectionReason reason)
-    : IOException(RequestRejection.Describe(reason))
+public sealed class BadHttpRequestException : IOException
 {
-    public RequestRejectionReason Reason { get; } = reason;
+    internal BadHttpRequestException(RequestRejectionReason reason) : base(RequestRejection.Describe(reason)) => Reason = reason;
+
+    internal RequestRejectionReason Reason { get; }
+    /// <summary>The status code the server answers with (400, 408, 413, 431, 501 …) if the response has not started; else the connection is reset.</summary>
     public int StatusCode => RequestRejection.StatusCodeFor(Reason);
 }

@@ -16,11 +16,13 @@ public sealed class RouteValues : IReadOnlyDictionary<string, string>
     // A template has a handful of parameters: a list beats a dictionary here, and is reused per connection.
     private readonly List<KeyValuePair<string, string>> _values = [];
 
+    /// <summary>The number of parameters the matched template has.</summary>
     public int Count => _values.Count;
 
     /// <summary>The value of <paramref name="name"/>; a <see cref="KeyNotFoundException"/> when the route has no such parameter.</summary>
     public string this[string name] => TryGetValue(name, out var value) ? value : throw new KeyNotFoundException($"The matched route has no parameter '{name}'.");
 
+    /// <summary>The value of <paramref name="name"/> (case-insensitive), if the matched template has that parameter.</summary>
     public bool TryGetValue(string name, [MaybeNullWhen(false)] out string value)
     {
         foreach (var (key, v) in _values)
@@ -31,9 +33,13 @@ public sealed class RouteValues : IReadOnlyDictionary<string, string>
         return false;
     }
 
+    /// <summary>True when the matched template has a parameter of that name.</summary>
     public bool ContainsKey(string name) => TryGetValue(name, out _);
+    /// <summary>The parameter names, in template order.</summary>
     public IEnumerable<string> Keys => _values.Select(kv => kv.Key);
+    /// <summary>The values, in template order.</summary>
     public IEnumerable<string> Values => _values.Select(kv => kv.Value);
+    /// <summary>Enumerates (name, value) in template order.</summary>
     public IEnumerator<KeyValuePair<string, string>> GetEnumerator() => _values.GetEnumerator();
     IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 

@@ -24,17 +24,19 @@ namespace PipeServer.Server;
 /// <summary>The access log's category, event id and line format.</summary>
 public static class AccessLog
 {
+    /// <summary>The logger category of access log events.</summary>
     public const string Category = "PipeServer.AccessLog";
+    /// <summary>The event id of every access log event.</summary>
     public static readonly EventId EventId = new(20, "Access");
 
     internal static void Write(ILogger logger, AccessLogEntry entry) =>
         logger.Log(LogLevel.Information, EventId, entry, null, static (e, _) => e.Line);
 
     /// <summary>nginx's escape=default: which bytes are written as \xHH.</summary>
-    public static bool NeedsEscape(int b) => b < 0x20 || b == '"' || b == '\\' || b >= 0x7F;
+    internal static bool NeedsEscape(int b) => b < 0x20 || b == '"' || b == '\\' || b >= 0x7F;
 
     /// <summary>Appends bytes as received, escaped.</summary>
-    public static void AppendEscaped(StringBuilder sb, ReadOnlySpan<byte> bytes)
+    internal static void AppendEscaped(StringBuilder sb, ReadOnlySpan<byte> bytes)
     {
         foreach (byte b in bytes) AppendByte(sb, b);
     }
@@ -43,7 +45,7 @@ public static class AccessLog
     /// Appends a string whose chars are bytes (header values are decoded as Latin-1, one char per byte),
     /// escaped. A char above 0xFF (only from an embedder's string) is escaped as its UTF-8 bytes.
     /// </summary>
-    public static void AppendEscaped(StringBuilder sb, string value)
+    internal static void AppendEscaped(StringBuilder sb, string value)
     {
         Span<byte> utf8 = stackalloc byte[4];
         foreach (char c in value)
@@ -54,7 +56,7 @@ public static class AccessLog
         }
     }
 
-    public static string Escape(string value)
+    internal static string Escape(string value)
     {
         var sb = new StringBuilder(value.Length + 8);
         AppendEscaped(sb, value);
@@ -90,21 +92,27 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
     public string? Method { get; init; }
     /// <summary>The request target as received (bytes as Latin-1 chars), percent-escapes and query included.</summary>
     public string? Target { get; init; }
+    /// <summary>The protocol of the request line ("HTTP/1.1"), or null.</summary>
     public string? Protocol { get; init; }
+    /// <summary>The status code sent.</summary>
     public required int Status { get; init; }
     /// <summary>Body bytes sent (nginx's $body_bytes_sent).</summary>
     public required long Bytes { get; init; }
+    /// <summary>The Referer header, or null.</summary>
     public string? Referer { get; init; }
+    /// <summary>The User-Agent header, or null.</summary>
     public string? UserAgent { get; init; }
     /// <summary>From the request's first byte to the end of its response, in seconds.</summary>
     public required double DurationSeconds { get; init; }
     /// <summary>"CONNECTION-N" (the Nth request on that connection), or a trusted proxy's X-Request-ID.</summary>
     public required string RequestId { get; init; }
+    /// <summary>The connection's number.</summary>
     public required long ConnectionId { get; init; }
 
     /// <summary>The Combined Log Format line (plus seconds and request id), escaped.</summary>
     public string Line => _line ??= Format();
 
+    /// <inheritdoc cref="Line"/>
     public override string ToString() => Line; // the JSON console formatter writes State.Message from this
 
     private string Format()
@@ -135,8 +143,10 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
         return sb.ToString();
     }
 
+    /// <summary>The number of structured fields (State in a JSON log).</summary>
     public int Count => 14;
 
+    /// <summary>The structured field at <paramref name="index"/>.</summary>
     public KeyValuePair<string, object?> this[int index] => index switch
     {
         0 => new("ClientAddress", ClientAddress),
@@ -156,6 +166,7 @@ public sealed class AccessLogEntry : IReadOnlyList<KeyValuePair<string, object?>
         _ => throw new ArgumentOutOfRangeException(nameof(index)),
     };
 
+    /// <summary>Enumerates the structured fields.</summary>
     public IEnumerator<KeyValuePair<string, object?>> GetEnumerator()
     {
         for (int i = 0; i < Count; i++) yield return this[i];

@@ -16,7 +16,7 @@ namespace PipeServer.Server;
 //                           nothing. (nginx's real_ip_recursive on, Kestrel's ForwardedHeaders with KnownNetworks.)
 
 /// <summary>Which peers are balancers, and what the client address is given what they said.</summary>
-public static class ClientAddress
+internal static class ClientAddress
 {
     /// <summary>IPv4-mapped IPv6 (a dual-mode socket's view of an IPv4 peer) is compared, and logged, as IPv4.</summary>
     public static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;

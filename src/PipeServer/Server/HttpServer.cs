@@ -34,11 +34,11 @@ namespace PipeServer.Server;
 public sealed partial class HttpServer : IAsyncDisposable
 {
     /// <summary>url.scheme of every connection a server without TLS accepts (its listeners, TCP or Unix); with <see cref="HttpServerOptions.Tls"/>, "https".</summary>
-    public const string PlainTextScheme = "http";
+    internal const string PlainTextScheme = "http";
     /// <summary>While connections drain, how often at most the count left is reported (<see cref="DrainProgress"/>).</summary>
     private static readonly TimeSpan DrainProgressInterval = TimeSpan.FromSeconds(1);
     /// <summary>How long aborted connections get to unwind after the deadline before we stop waiting for them (a stop's bound is drain delay + shutdown timeout + this).</summary>
-    internal static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+    public static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
     private static readonly byte[] ServiceUnavailable = PreformattedResponse(503, "Too many open connections");
 
     private readonly HttpServerOptions _options;
@@ -72,6 +72,11 @@ public sealed partial class HttpServer : IAsyncDisposable
     private int _shutdownStarted;
     private long _racedIdleCloses; // idle connections closed by a drain whose client sent bytes after our FIN
 
+    /// <summary>
+    /// A server that runs <paramref name="app"/> for every request; nothing is bound until <see cref="StartAsync"/>.
+    /// <paramref name="logger"/> gets the server's own events (null: none), <paramref name="accessLogger"/> the access log
+    /// events when <see cref="HttpServerOptions.AccessLog"/> is on (category <see cref="AccessLog.Category"/>; null: <paramref name="logger"/>).
+    /// </summary>
     public HttpServer(HttpServerOptions options, RequestHandler app, ILogger? logger = null, ILogger? accessLogger = null)
     {
         options.Validate();
@@ -88,6 +93,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             minimumSegmentSize: BlockMemoryPool.BlockSize, useSynchronizationContext: false);
     }
 
+    /// <summary>Readiness and the drain token: what a /readyz handler reads, what shutdown flips.</summary>
     public ServerLifetime Lifetime { get; } = new();
     /// <summary>The metrics instruments (meter "PipeServer"), one meter per server instance.</summary>
     public ServerMetrics Metrics { get; } = new();
@@ -98,14 +104,17 @@ public sealed partial class HttpServer : IAsyncDisposable
     public IPEndPoint? EndPoint { get; private set; }
     /// <summary>Every socket accepted on, in order (the bound one, or the given ones). Set by StartAsync.</summary>
     public IReadOnlyList<ListenerInfo> Listeners => _listeners.Select(l => l.Info).ToArray();
+    /// <summary>Connections open now.</summary>
     public int ConnectionCount => _connections.Count;
+    /// <summary>Connections refused over <see cref="HttpServerOptions.MaxConnections"/> since the start.</summary>
     public long RejectedConnections => Interlocked.Read(ref _rejectedConnections);
+    /// <summary>Connections accepted since the start.</summary>
     public long TotalConnections => Interlocked.Read(ref _totalConnections);
     /// <summary>Completes when every accept loop has ended; faults as soon as one listener died (the service manager's fault channel watches it).</summary>
     public Task AcceptLoop => _acceptLoop;
 
     /// <summary>The transport serving connections (<see cref="HttpServerOptions.Transport"/>). Set by StartAsync.</summary>
-    public ConnectionTransport? Transport => _transport;
+    internal ConnectionTransport? Transport => _transport;
 
     /// <summary>TLS, when <see cref="HttpServerOptions.Tls"/> is set: its certificate source (renewal) and handshake metric. Set by StartAsync.</summary>
     internal TlsServer? Tls => _tls;
@@ -606,8 +615,9 @@ public sealed partial class HttpServer : IAsyncDisposable
     }
 
     /// <summary>Snapshot of the live connections, for tests and diagnostics.</summary>
-    public IReadOnlyList<Http1Connection> Connections => _connections.Values.Select(e => e.Protocol).ToArray();
+    internal IReadOnlyList<Http1Connection> Connections => _connections.Values.Select(e => e.Protocol).ToArray();
 
+    /// <summary>Closes the listeners and resets whatever is still open, without the graceful phases (call <see cref="ShutdownAsync"/> first for those).</summary>
     public async ValueTask DisposeAsync()
     {
         if (Volatile.Read(ref _shutdownStarted) == 0)
@@ -685,5 +695,6 @@ public sealed partial class HttpServer : IAsyncDisposable
 /// <summary>What a shutdown did: the numbers of its one summary line.</summary>
 public sealed record ShutdownReport(int OpenAtStopAccepting, int Drained, int Aborted, TimeSpan Elapsed)
 {
+    /// <summary>True when no connection had to be aborted at the deadline.</summary>
     public bool AllDrained => Aborted == 0;
 }

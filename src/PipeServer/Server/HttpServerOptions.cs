@@ -53,6 +53,7 @@ public sealed record HttpServerOptions
     /// body bytes, after <see cref="MinRequestBodyDataRateGracePeriod"/>. Slower gets 408. Default 240 (Kestrel's); 0 turns it off.
     /// </summary>
     public double MinRequestBodyDataRate { get; init; } = 240;
+    /// <summary>How long an upload may be slower than <see cref="MinRequestBodyDataRate"/> before the rate counts. Default 5 s.</summary>
     public TimeSpan MinRequestBodyDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>
     /// A per-send stall rule, in bytes per second (not an average over the response, unlike Kestrel's
@@ -62,6 +63,7 @@ public sealed record HttpServerOptions
     /// now and then, slower on average than this, is not caught. Default 240 with a 5 s grace; 0 turns it off.
     /// </summary>
     public double MinResponseDataRate { get; init; } = 240;
+    /// <summary>The shortest time a send may take before <see cref="MinResponseDataRate"/> can abort it. Default 5 s.</summary>
     public TimeSpan MinResponseDataRateGracePeriod { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Input buffered per connection before the socket is no longer read (backpressure). Default 1 MiB.</summary>

@@ -10,6 +10,8 @@ public sealed class ServerLifetime : IDisposable
     private volatile bool _ready = true;
     private volatile bool _closeAfterResponse;
 
+    internal ServerLifetime() { } // each server (and InMemoryServer) owns one; handlers get it from there
+
     /// <summary>Readiness (GET /readyz): true while serving normally; false from the first moment of shutdown.</summary>
     public bool IsReady => _ready;
 
@@ -33,5 +35,6 @@ public sealed class ServerLifetime : IDisposable
         try { _draining.Cancel(); } catch (ObjectDisposedException) { }
     }
 
+    /// <summary>Releases the drain token's source.</summary>
     public void Dispose() => _draining.Dispose();
 }

@@ -15,6 +15,7 @@ namespace PipeServer.Server;
 /// <summary>The server's System.Diagnostics.Metrics instruments, on a meter named "PipeServer".</summary>
 public sealed class ServerMetrics : IDisposable
 {
+    /// <summary>The name of the <see cref="System.Diagnostics.Metrics.Meter"/> every server instance records on.</summary>
     public const string MeterName = "PipeServer";
     private static readonly object[] BoxedStatus = Enumerable.Range(0, 600).Select(i => (object)i).ToArray();
 
@@ -38,7 +39,7 @@ public sealed class ServerMetrics : IDisposable
     /// <summary>error.type for a 5xx answered without an exception: the status code as a string (OpenTelemetry's rule).</summary>
     private static readonly string[] ServerErrorStatus = Enumerable.Range(500, 100).Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 
-    public ServerMetrics()
+    internal ServerMetrics()
     {
         Meter = new Meter(MeterName, "1.0");
         _requestDuration = Meter.CreateHistogram<double>("http.server.request.duration", "s", "Duration of HTTP server requests.",
@@ -50,14 +51,15 @@ public sealed class ServerMetrics : IDisposable
         _rejectedConnections = Meter.CreateCounter<long>("pipeserver.rejected_connections", "{connection}", "Connections rejected because the server was at its connection limit.");
     }
 
+    /// <summary>This server's meter (named <see cref="MeterName"/>): give it to a MeterListener or an exporter.</summary>
     public Meter Meter { get; }
 
     /// <summary>Whether anything listens to the request instruments (if not, the connection skips even the clock reads).</summary>
-    public bool RequestsObserved => _requestDuration.Enabled || _activeRequests.Enabled;
+    internal bool RequestsObserved => _requestDuration.Enabled || _activeRequests.Enabled;
 
     /// <param name="method">A known method's name or "_OTHER".</param>
     /// <param name="scheme">url.scheme: the listener's ("http"; "https" once TLS exists).</param>
-    public void RequestStarted(string method, string scheme)
+    internal void RequestStarted(string method, string scheme)
     {
         if (_activeRequests.Enabled) _activeRequests.Add(1, new KeyValuePair<string, object?>("http.request.method", method), new KeyValuePair<string, object?>("url.scheme", scheme));
     }
@@ -67,7 +69,7 @@ public sealed class ServerMetrics : IDisposable
     /// handler ran (it never counted as active). <paramref name="errorType"/> is the exception type or a
     /// server-side reason; when it is null, a 5xx status becomes the error.type (OpenTelemetry's rule).
     /// </summary>
-    public void RequestStopped(string method, string scheme, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
+    internal void RequestStopped(string method, string scheme, int statusCode, string? route, string? errorType, long startTimestamp, bool wasActive = true)
     {
         if (wasActive && _activeRequests.Enabled) _activeRequests.Add(-1, new KeyValuePair<string, object?>("http.request.method", method), new KeyValuePair<string, object?>("url.scheme", scheme));
         if (!_requestDuration.Enabled || startTimestamp == 0) return;
@@ -83,12 +85,12 @@ public sealed class ServerMetrics : IDisposable
         _requestDuration.Record(Stopwatch.GetElapsedTime(startTimestamp).TotalSeconds, tags);
     }
 
-    public void ConnectionStarted()
+    internal void ConnectionStarted()
     {
         if (_activeConnections.Enabled) _activeConnections.Add(1);
     }
 
-    public void ConnectionStopped(ConnectionEndReason reason, long startTimestamp)
+    internal void ConnectionStopped(ConnectionEndReason reason, long startTimestamp)
     {
         if (_activeConnections.Enabled) _activeConnections.Add(-1);
         if (!_connectionDuration.Enabled) return;
@@ -98,13 +100,13 @@ public sealed class ServerMetrics : IDisposable
         else _connectionDuration.Record(elapsed, new KeyValuePair<string, object?>("error.type", error));
     }
 
-    public void ConnectionRejected()
+    internal void ConnectionRejected()
     {
         if (_rejectedConnections.Enabled) _rejectedConnections.Add(1);
     }
 
     /// <summary>Kestrel-style error.type for a connection end; null for the normal ends.</summary>
-    public static string? ErrorType(ConnectionEndReason reason) => reason switch
+    internal static string? ErrorType(ConnectionEndReason reason) => reason switch
     {
         ConnectionEndReason.ClientClosed or ConnectionEndReason.ConnectionCloseRequested or ConnectionEndReason.ServerDrained => null,
         ConnectionEndReason.ClientAborted => "connection_reset",
@@ -120,5 +122,6 @@ public sealed class ServerMetrics : IDisposable
         _ => "unknown",
     };
 
+    /// <summary>Disposes the meter.</summary>
     public void Dispose() => Meter.Dispose();
 }

@@ -13,13 +13,13 @@ namespace PipeServer.StaticFiles;
 //   Range: bytes=a-b           bad syntax                 -> ignored (§14.2 lets a server ignore a Range it cannot parse)
 
 /// <summary>One satisfiable byte range, both ends inclusive (as Content-Range writes them).</summary>
-public readonly record struct ByteRange(long First, long Last)
+internal readonly record struct ByteRange(long First, long Last)
 {
     public long Length => Last - First + 1;
 }
 
 /// <summary>What a Range field asks of a representation of a given length.</summary>
-public enum RangeOutcome
+internal enum RangeOutcome
 {
     /// <summary>Serve the whole representation with 200: no Range, an unknown unit, bad syntax, or too many ranges.</summary>
     Whole,
@@ -29,7 +29,7 @@ public enum RangeOutcome
     Unsatisfiable,
 }
 
-public static class ByteRanges
+internal static class ByteRanges
 {
     /// <summary>
     /// Parses <paramref name="header"/> against a representation of <paramref name="length"/> bytes. Ranges

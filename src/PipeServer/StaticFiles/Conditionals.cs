@@ -13,9 +13,9 @@ namespace PipeServer.StaticFiles;
 //
 // An invalid date is ignored (§13.1.3, §13.1.4 "MUST ignore"); a malformed entity-tag list matches nothing.
 
-public enum ConditionalOutcome { Proceed, NotModified, PreconditionFailed }
+internal enum ConditionalOutcome { Proceed, NotModified, PreconditionFailed }
 
-public static class Conditionals
+internal static class Conditionals
 {
     /// <summary>Steps 1–4 of §13.2.2 for a representation whose strong ETag is <paramref name="etag"/> (with its quotes).</summary>
     public static ConditionalOutcome Evaluate(string? ifMatch, string? ifUnmodifiedSince, string? ifNoneMatch, string? ifModifiedSince,

@@ -8,7 +8,7 @@ namespace PipeServer.StaticFiles;
 // missing charset lets a browser guess.
 
 /// <summary>The media type for a file name's extension; unknown extensions are <c>application/octet-stream</c>.</summary>
-public static class ContentTypes
+internal static class ContentTypes
 {
     public const string Default = "application/octet-stream";
 

@@ -7,6 +7,7 @@ namespace PipeServer.StaticFiles;
 // mount point; the router's precedence (literal, then parameter, then catch-all) keeps the embedder's own
 // routes in front of it.
 
+/// <summary>Mounts a <see cref="StaticFileHandler"/> in a <see cref="PipeServer.Routing.Router"/>.</summary>
 public static class StaticFileRouting
 {
     /// <summary>

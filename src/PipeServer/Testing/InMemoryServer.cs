@@ -210,6 +210,7 @@ public sealed class TestConnection : IAsyncDisposable
         catch (TimeoutException) { return false; }
     }
 
+    /// <summary>Ends the client side and waits (bounded by the server's Timeout) for the connection to finish.</summary>
     public async ValueTask DisposeAsync()
     {
         if (_disposed) return;

@@ -20,7 +20,9 @@ public sealed class TestResponse
 
     /// <summary>"HTTP/1.1" or "HTTP/1.0", as the status line said.</summary>
     public string Version { get; }
+    /// <summary>The status code.</summary>
     public int StatusCode { get; }
+    /// <summary>The reason phrase as sent.</summary>
     public string ReasonPhrase { get; }
     /// <summary>The header fields in the order they were sent, framing fields (Content-Length, Transfer-Encoding, Connection) included.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Headers { get; }
@@ -54,5 +56,6 @@ public sealed class TestResponse
     /// <summary>The body deserialised as JSON through source-generated metadata (the same as the server's WriteJsonAsync).</summary>
     public T? ReadJson<T>(JsonTypeInfo<T> typeInfo) => JsonSerializer.Deserialize(Body, typeInfo);
 
+    /// <summary>The status line and body size, for assertion messages.</summary>
     public override string ToString() => $"{Version} {StatusCode} {ReasonPhrase} ({Body.Length} body bytes)";
 }

@@ -18,7 +18,7 @@ namespace PipeServer.Tls;
 // handshake, so one that started before a swap keeps its certificate until it ends.
 
 /// <summary>The certificate new handshakes use, reloaded from its files when they change.</summary>
-public sealed partial class TlsCertificateSource : IDisposable
+internal sealed partial class TlsCertificateSource : IDisposable
 {
     private readonly TlsOptions _options;
     private readonly ILogger _logger;

@@ -13,14 +13,14 @@ namespace PipeServer.Tls;
 public sealed class TlsCertificateException(string message, Exception? inner = null) : Exception(message, inner);
 
 /// <summary>A loaded pair: what SslStream serves, and what the log says about it.</summary>
-public sealed record LoadedCertificate(SslStreamCertificateContext Context, X509Certificate2 Leaf, byte[] ContentHash)
+internal sealed record LoadedCertificate(SslStreamCertificateContext Context, X509Certificate2 Leaf, byte[] ContentHash)
 {
     /// <summary>"CN=example.com, expires 2027-03-01T00:00:00Z, SHA-256 ab12…": one line for the log.</summary>
     public string Describe() =>
         $"{Leaf.Subject}, valid until {Leaf.NotAfter.ToUniversalTime():yyyy-MM-ddTHH:mm:ssZ}, thumbprint {Leaf.GetCertHashString(HashAlgorithmName.SHA256)[..16]}…";
 }
 
-public static class TlsCertificates
+internal static class TlsCertificates
 {
     /// <summary>Bounds what is read: a PEM chain or key is a few KiB; anything this big is not one.</summary>
     internal const int MaxFileSize = 1024 * 1024;

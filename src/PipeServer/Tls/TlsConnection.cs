@@ -33,7 +33,7 @@ namespace PipeServer.Tls;
 //   before the handshake completed: a clean FIN, nothing else.
 
 /// <summary>One TLS session over a transport connection, seen by the protocol as plaintext pipes and the transport controls.</summary>
-public sealed class TlsConnection : IDuplexPipe, ITransportControl
+internal sealed class TlsConnection : IDuplexPipe, ITransportControl
 {
     private const int Handshaking = 0, Established = 1;
     /// <summary>Plaintext taken per SslStream read, and ciphertext records written at most: TLS's largest record.</summary>

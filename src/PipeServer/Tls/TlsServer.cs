@@ -18,7 +18,7 @@ namespace PipeServer.Tls;
 //                                          server_closing, aborted.
 
 /// <summary>TLS for every connection of an <see cref="Server.HttpServer"/>: certificate, handshake bound, handshake metric.</summary>
-public sealed partial class TlsServer : IDisposable
+internal sealed partial class TlsServer : IDisposable
 {
     /// <summary>url.scheme of a connection served through TLS.</summary>
     public const string Scheme = "https";

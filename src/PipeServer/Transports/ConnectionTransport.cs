@@ -26,7 +26,7 @@ public enum TransportKind
 }
 
 /// <summary>Turns accepted sockets into <see cref="TransportConnection"/>s.</summary>
-public abstract class ConnectionTransport : IDisposable
+internal abstract class ConnectionTransport : IDisposable
 {
     /// <summary>The name used by --transport and in the startup log.</summary>
     public abstract string Name { get; }

@@ -5,7 +5,7 @@ namespace PipeServer.Transports;
 // transport, an in-memory pipe in unit tests (and TLS, when it wraps a transport) all implement it.
 
 /// <summary>What the protocol layer may ask of its transport beyond the two pipes.</summary>
-public interface ITransportControl
+internal interface ITransportControl
 {
     /// <summary>Close now with an RST; pending reads and writes fail.</summary>
     void Abort();

@@ -12,7 +12,7 @@ namespace PipeServer.Transports;
 // been pending since T" (BeginSend / EndSend), and the heartbeat applies max(grace, N / rate) to it.
 
 /// <summary>One accepted connection as a transport serves it: two pipes, the protocol's controls, and what the server's loops need.</summary>
-public abstract class TransportConnection : IDuplexPipe, ITransportControl
+internal abstract class TransportConnection : IDuplexPipe, ITransportControl
 {
     // The pending send, published for the heartbeat thread: _sendStarted is Environment.TickCount64 when the
     // send began, NoSend while none is pending. Written by the transport's sending side only.
@@ -86,7 +86,7 @@ public abstract class TransportConnection : IDuplexPipe, ITransportControl
 /// The one send-stall rule, whatever the transport: a send of N bytes that has not completed within
 /// max(grace, N / rate) of its start means the client stopped reading. A rate of 0 turns it off.
 /// </summary>
-public static class SendStallRule
+internal static class SendStallRule
 {
     public static long Deadline(long bytes, long startedTicks, double minResponseDataRate, TimeSpan grace) =>
         startedTicks + Math.Max((long)grace.TotalMilliseconds, (long)(bytes * 1000 / minResponseDataRate));
@@ -96,4 +96,4 @@ public static class SendStallRule
 }
 
 /// <summary>The peer reset the connection.</summary>
-public sealed class ConnectionResetException(string message, Exception inner) : IOException(message, inner);
+internal sealed class ConnectionResetException(string message, Exception inner) : IOException(message, inner);

@@ -161,11 +161,11 @@ public class ChunkedDecoderTests
     [InlineData("5;a b\r\nhello\r\n0\r\n\r\n", RequestRejectionReason.InvalidChunkExtension)]
     [InlineData("0\r\nX : y\r\n\r\n", RequestRejectionReason.WhitespaceBeforeColon)]
     [InlineData("0\r\nX: y\n\r\n", RequestRejectionReason.InvalidLineEnding)]
-    public void Rejects_malformed_framing(string body, RequestRejectionReason expected)
+    public void Rejects_malformed_framing(string body, object expected)
     {
         var d = DecodeEveryWay(body);
         Assert.False(d.Complete);
-        Assert.Equal(expected, d.Reason);
+        Assert.Equal((RequestRejectionReason)expected, d.Reason);
     }
 
     [Fact]

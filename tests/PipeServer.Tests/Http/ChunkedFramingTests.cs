@@ -175,7 +175,7 @@ public class ChunkedFramingTests
         var req = await waiting.Task.WaitAsync(TimeSpan.FromSeconds(5));
         // Once the handler's read waits for the client, any 100 Continue would already have been flushed.
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
-        while (!req.Body.IsWaitingForData)
+        while (!req.BodyReader.IsWaitingForData)
         {
             Assert.True(DateTime.UtcNow < deadline, "the handler never started waiting for the body");
             await Task.Delay(5);

@@ -6,7 +6,7 @@ using PipeServer.Tests.Infrastructure;
 namespace PipeServer.Tests.Http;
 
 /// <summary>Drives HttpParser + RequestHead the way Http1Connection does, over input that arrives in pieces.</summary>
-public static class HeadParsing
+internal static class HeadParsing
 {
     public sealed record Outcome(bool Complete, RequestRejectionReason Reason, RequestHead Head, int Consumed);
 

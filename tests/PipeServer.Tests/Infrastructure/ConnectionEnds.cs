@@ -11,7 +11,7 @@ namespace PipeServer.Tests.Infrastructure;
 /// (null for the three normal ends), and this listens to that instrument of that server's meter only. No
 /// request instrument is enabled, so the server runs the same unobserved code path as without a listener.
 /// </summary>
-public sealed class ConnectionEnds : IDisposable
+internal sealed class ConnectionEnds : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly Channel<string?> _ends = Channel.CreateUnbounded<string?>();

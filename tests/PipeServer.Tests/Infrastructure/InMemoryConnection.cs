@@ -12,7 +12,7 @@ namespace PipeServer.Tests.Infrastructure;
 /// An Http1Connection over two in-memory pipes: no socket, no port. The test writes request bytes into
 /// <see cref="ClientOutput"/> and reads response bytes from <see cref="ClientInput"/>.
 /// </summary>
-public sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
+internal sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
 {
     private readonly Pipe _toServer = new();
     private readonly Pipe _toClient = new();

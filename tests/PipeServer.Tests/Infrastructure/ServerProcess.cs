@@ -36,8 +36,8 @@ public sealed partial class ServerProcess : IDisposable
         get
         {
             var dir = AppContext.BaseDirectory;
-            var dll = Path.Combine(dir, "PipeServer.dll");
-            if (!File.Exists(dll)) throw new FileNotFoundException("PipeServer.dll not next to the tests", dll);
+            var dll = Path.Combine(dir, "PipeServer.Host.dll");
+            if (!File.Exists(dll)) throw new FileNotFoundException("PipeServer.Host.dll not next to the tests", dll);
             return dll;
         }
     }

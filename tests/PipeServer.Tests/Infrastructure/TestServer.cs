@@ -7,7 +7,7 @@ using PipeServer.Server;
 namespace PipeServer.Tests.Infrastructure;
 
 /// <summary>An in-process HttpServer on 127.0.0.1, port 0, with the demo routes plus whatever a test adds.</summary>
-public sealed class TestServer : IAsyncDisposable
+internal sealed class TestServer : IAsyncDisposable
 {
     private TestServer(HttpServer server, Router router) { Server = server; Router = router; }
 

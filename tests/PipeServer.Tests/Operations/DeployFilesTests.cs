@@ -93,12 +93,12 @@ public class DeployFilesTests
             {
                 Directory.CreateDirectory(Path.Combine(scratch.FullName, "artifacts", "publish"));
                 Directory.CreateDirectory(Path.Combine(scratch.FullName, "docs"));
-                await File.WriteAllTextAsync(Path.Combine(scratch.FullName, "artifacts", "publish", "PipeServer.dll"), build);
+                await File.WriteAllTextAsync(Path.Combine(scratch.FullName, "artifacts", "publish", "PipeServer.Host.dll"), build);
                 await File.WriteAllTextAsync(Path.Combine(scratch.FullName, "docs", "deploy.md"), "doc");
                 await RunAsync(scratch.FullName, string.Join("\n", steps));
             }
             var installed = Path.Combine(opt, "pipeserver");
-            Assert.Equal("v2", await File.ReadAllTextAsync(Path.Combine(installed, "PipeServer.dll")));
+            Assert.Equal("v2", await File.ReadAllTextAsync(Path.Combine(installed, "PipeServer.Host.dll")));
             Assert.False(Directory.Exists(Path.Combine(installed, "publish")), "the upgrade nested: " + installed + "/publish");
         }
         finally

@@ -38,7 +38,7 @@ namespace PipeServer.Transports.Linux;
 // the pending send (TransportConnection), the byte counters and RunAsync are safe from any thread.
 
 /// <summary>An accepted socket served by a Linux event loop, as an <see cref="IDuplexPipe"/> with the transport controls.</summary>
-public sealed class LinuxConnection : TransportConnection, ISendFileFeature
+internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
 {
     private const int MinimumReceiveBuffer = 4096;
     private const long LingerTimeoutMs = 500; // as SocketConnection (Go uses 500 ms for the same purpose)

@@ -31,7 +31,7 @@ namespace PipeServer.Transports.Linux;
 /// Event loops that serve accepted sockets on Linux without .NET's socket engine: epoll, one loop per
 /// usable CPU, protocol continuations run inline on the loop that read the bytes.
 /// </summary>
-public sealed class LinuxTransport : ConnectionTransport
+internal sealed class LinuxTransport : ConnectionTransport
 {
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(2);
     private readonly EventLoop[] _loops;

@@ -32,7 +32,7 @@ namespace PipeServer.Transports.Sockets;
 // engine to wait for room. Elsewhere, each block is one SendAsync and a file is a copy loop.
 
 /// <summary>An accepted socket served through .NET's socket engine, as a <see cref="TransportConnection"/>.</summary>
-public sealed class SocketConnection : TransportConnection, ISendFileFeature
+internal sealed class SocketConnection : TransportConnection, ISendFileFeature
 {
     private const int MinimumReceiveBuffer = 4096;
     private static readonly TimeSpan LingerTimeout = TimeSpan.FromMilliseconds(500); // Go uses 500 ms for the same purpose

@@ -7,7 +7,7 @@ namespace PipeServer.Transports.Sockets;
 // the connections it makes: each SocketConnection runs on the thread pool through .NET's socket engine.
 
 /// <summary>The portable transport: .NET sockets, on every OS (what auto picks off Linux).</summary>
-public sealed class SocketTransport : ConnectionTransport
+internal sealed class SocketTransport : ConnectionTransport
 {
     public override string Name => "sockets";
 
