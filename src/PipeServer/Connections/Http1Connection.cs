@@ -47,14 +47,16 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     private readonly ServerMetrics? _metrics;
     private readonly ILogger? _accessLog;
 
-    // Per-request state, reused: a keep-alive connection allocates these once.
-    private readonly RequestHead _head = new();
-    private readonly HttpRequest _request = new();
-    private readonly HttpResponse _response = new();
-    private ContentLengthRequestBody? _contentLengthBody; // made on first use: a GET-only connection never needs them
-    private ChunkedRequestBody? _chunkedBody;
-    private readonly EmptyRequestBody _emptyBody = EmptyRequestBody.Create();
-    private RequestBody _body;
+    // Per-request state, rented (RequestObjects.cs) when a request's first bytes arrive and returned when the
+    // connection goes idle, so an idle keep-alive connection holds none of it. The three fields below are
+    // _objects' members while it is rented, null while it is not (written and read by the connection's own flow).
+    private RequestObjects? _objects;
+    private RequestHead _head = null!;
+    private HttpRequest _request = null!;
+    private HttpResponse _response = null!;
+    private RequestBody _body = RequestObjects.IdleBody; // read by the heartbeat thread too: never null, never another connection's
+    private ConnectionClientInfo _client;  // who this connection's requests come from (the peer, or a PROXY header's source)
+    private string _scheme = "http";
     private HeaderParseState _headerState;
     private RequestRejectionReason _rejection;
 
@@ -95,8 +97,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
         _logger = logger;
         _serverAbort = serverAbort;
         RemoteEndPoint = remote;
-        _body = _emptyBody;
-        _request.SetConnectionClient(remote, options.TrustedProxies);
+        _client = ConnectionClientInfo.Of(remote, options.TrustedProxies);
     }
 
     /// <summary>
@@ -109,7 +110,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
         init
         {
             _isUnixPeer = value;
-            _request.SetConnectionClient(RemoteEndPoint, _options.TrustedProxies, value && _options.TrustUnixSocketPeers);
+            _client = ConnectionClientInfo.Of(RemoteEndPoint, _options.TrustedProxies, value && _options.TrustUnixSocketPeers);
         }
     }
     private readonly bool _isUnixPeer;
@@ -120,12 +121,12 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     /// <summary>url.scheme of the listener this connection came from ("http", "https" through TLS): a metrics attribute, and HttpRequest.Scheme.</summary>
     public string UrlScheme
     {
-        get => _request.Scheme;
-        init => _request.Scheme = value;
+        get => _scheme;
+        init => _scheme = value;
     }
 
     /// <summary>A trusted balancer's PROXY header named the client: requests on this connection come from it.</summary>
-    internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source, _options.TrustedProxies);
+    internal void SetProxiedClient(IPEndPoint source) => _client = ConnectionClientInfo.Of(source, _options.TrustedProxies);
 
     /// <summary>
     /// Ends a connection that never reached its first request (its PROXY header was missing, malformed, or
@@ -204,8 +205,10 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
                         if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); break; }
                     }
                     if (_drainRequested && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) break;
+                    ReturnRequestObjects(); // idle: nothing in flight, nothing received
                     first = await input.ReadAsync().ConfigureAwait(false);
                 }
+                if (_objects is null) RentRequestObjects();
                 var outcome = await ReadRequestHeadAsync(input, output, first).ConfigureAwait(false);
                 if (outcome == HeadOutcome.Closed) break;
                 if (outcome == HeadOutcome.Rejected)
@@ -238,7 +241,7 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
         {
             Volatile.Write(ref _state, (int)ConnectionState.Closed);
             ClearTimeout();
-            _head.Release();
+            ReturnRequestObjects();
             if (_outputPending)
             {
                 try { await output.FlushAsync().ConfigureAwait(false); } catch (Exception ex) when (IsExpectedDisconnect(ex)) { }
@@ -247,6 +250,28 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
             await input.CompleteAsync().ConfigureAwait(false);
             _abortCts?.Dispose();
         }
+    }
+
+    private void RentRequestObjects()
+    {
+        var objects = _objects = RequestObjects.Rent();
+        _head = objects.Head;
+        _request = objects.Request;
+        _response = objects.Response;
+        _request.SetConnectionClient(_client);
+        _request.Scheme = _scheme;
+    }
+
+    /// <summary>Gives the request objects back (their head's buffers first); the connection holds none until its next request.</summary>
+    private void ReturnRequestObjects()
+    {
+        if (_objects is not { } objects) return;
+        _body = RequestObjects.IdleBody; // before the set can reach another connection: the heartbeat reads _body
+        _objects = null;
+        _head = null!;
+        _request = null!;
+        _response = null!;
+        RequestObjects.Return(objects);
     }
 
     /// <summary>Drain signal: finish what is in flight and what is already received, then close. An idle connection with nothing received closes now.</summary>
@@ -475,17 +500,17 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
 
         if (_head.IsChunked)
         {
-            _chunkedBody ??= new ChunkedRequestBody();
-            _chunkedBody.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
-            _body = _chunkedBody;
+            var chunked = _objects!.ChunkedBody ??= new ChunkedRequestBody();
+            chunked.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
+            _body = chunked;
         }
         else if (_head.ContentLength > 0)
         {
-            _contentLengthBody ??= new ContentLengthRequestBody();
-            _contentLengthBody.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
-            _body = _contentLengthBody;
+            var contentLength = _objects!.ContentLengthBody ??= new ContentLengthRequestBody();
+            contentLength.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
+            _body = contentLength;
         }
-        else _body = _emptyBody;
+        else _body = _objects!.EmptyBody;
 
         _expectContinue = _head.ExpectContinue && !_body.IsComplete;
         _bodyWaitMs = 0;
