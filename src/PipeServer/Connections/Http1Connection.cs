@@ -33,27 +33,30 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
 
     private readonly IDuplexPipe _transport;
     private readonly ITransportControl _control;
-    private readonly HttpServerOptions _options;
-    private readonly HttpParserLimits _limits;
-    private readonly RequestHandler _app;
-    private readonly ServerLifetime _lifetime;
-    private readonly ILogger _logger;
+    // The server's constants (options, limits, handler, lifetime, logs, metrics, abort token), shared by all its
+    // connections (Http1ConnectionSettings.cs); read through these properties under their old field names.
+    private readonly Http1ConnectionSettings _shared;
+    private HttpServerOptions _options => _shared.Options;
+    private HttpParserLimits _limits => _shared.Limits;
+    private RequestHandler _app => _shared.App;
+    private ServerLifetime _lifetime => _shared.Lifetime;
+    private ILogger _logger => _shared.Logger;
     // The Aborted token's source, linked to the server's abort token, made the first time someone asks for
     // Aborted (a handler that passes it to a wait): most connections never do, and 150 B of linked source and
     // registration per idle keep-alive connection add up. _aborted remembers an abort that came first.
-    private readonly CancellationToken _serverAbort;
+    private CancellationToken _serverAbort => _shared.ServerAbort;
     private CancellationTokenSource? _abortCts; // published with Interlocked.CompareExchange; any thread may read it
     private int _aborted;                       // 1 once Abort or OnPeerFailure ran (any thread)
-    private readonly ServerMetrics? _metrics;
-    private readonly ILogger? _accessLog;
+    private ServerMetrics? _metrics => _shared.Metrics;
+    private ILogger? _accessLog => _shared.AccessLog;
 
     // Per-request state, rented (RequestObjects.cs) when a request's first bytes arrive and returned when the
-    // connection goes idle, so an idle keep-alive connection holds none of it. The three fields below are
-    // _objects' members while it is rented, null while it is not (written and read by the connection's own flow).
+    // connection goes idle, so an idle keep-alive connection holds none of it. Null while idle (written and read
+    // by the connection's own flow); the three properties are its members, under their old field names.
     private RequestObjects? _objects;
-    private RequestHead _head = null!;
-    private HttpRequest _request = null!;
-    private HttpResponse _response = null!;
+    private RequestHead _head => _objects!.Head;
+    private HttpRequest _request => _objects!.Request;
+    private HttpResponse _response => _objects!.Response;
     private RequestBody _body = RequestObjects.IdleBody; // read by the heartbeat thread too: never null, never another connection's
     private ConnectionClientInfo _client;  // who this connection's requests come from (the peer, or a PROXY header's source)
     private string _scheme = "http";
@@ -83,21 +86,19 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     public Http1Connection(long id, IDuplexPipe transport, ITransportControl control, HttpServerOptions options,
         RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null,
         ServerMetrics? metrics = null, ILogger? accessLog = null)
+        : this(id, transport, control, new Http1ConnectionSettings(options, app, lifetime, logger, serverAbort, metrics, accessLog), remote)
     {
-        _metrics = metrics;
-        _accessLog = accessLog;
+    }
 
+    /// <summary>A connection of a server that shares <paramref name="settings"/> among all its connections (HttpServer).</summary>
+    internal Http1Connection(long id, IDuplexPipe transport, ITransportControl control, Http1ConnectionSettings settings, IPEndPoint? remote)
+    {
+        _shared = settings;
         Id = id;
         _transport = transport;
         _control = control;
-        _options = options;
-        _limits = new HttpParserLimits(options.MaxRequestLineSize, options.MaxRequestHeaderCount, options.MaxRequestHeadersTotalSize);
-        _app = app;
-        _lifetime = lifetime;
-        _logger = logger;
-        _serverAbort = serverAbort;
         RemoteEndPoint = remote;
-        _client = ConnectionClientInfo.Of(remote, options.TrustedProxies);
+        _client = ConnectionClientInfo.Of(remote, settings.Options.TrustedProxies);
     }
 
     /// <summary>
@@ -255,11 +256,8 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
     private void RentRequestObjects()
     {
         var objects = _objects = RequestObjects.Rent();
-        _head = objects.Head;
-        _request = objects.Request;
-        _response = objects.Response;
-        _request.SetConnectionClient(_client);
-        _request.Scheme = _scheme;
+        objects.Request.SetConnectionClient(_client);
+        objects.Request.Scheme = _scheme;
     }
 
     /// <summary>Gives the request objects back (their head's buffers first); the connection holds none until its next request.</summary>
@@ -268,9 +266,6 @@ public sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwner,
         if (_objects is not { } objects) return;
         _body = RequestObjects.IdleBody; // before the set can reach another connection: the heartbeat reads _body
         _objects = null;
-        _head = null!;
-        _request = null!;
-        _response = null!;
         RequestObjects.Return(objects);
     }
 
