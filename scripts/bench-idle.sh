@@ -60,7 +60,7 @@ start() {
 }
 
 # The heartbeat's last "GC gen0=A gen1=B gen2=C, heap H KiB" as "A B C H" (PipeServer only).
-gc_line() { grep -oE "GC gen0=[0-9]+ gen1=[0-9]+ gen2=[0-9]+, heap [0-9]+" "$WORK/server.log" | tail -1 | tr -dc '0-9 \n' | awk '{print $1, $2, $3, $4}'; }
+gc_line() { { grep -oE "GC gen0=[0-9]+ gen1=[0-9]+ gen2=[0-9]+, heap [0-9]+" "$WORK/server.log" || true; } | tail -1 | tr -dc '0-9 \n' | awk '{print $1, $2, $3, $4}'; }
 
 declare -A RESULTS
 for r in $(seq 1 "$ROUNDS"); do
