@@ -9,6 +9,7 @@
 #   ./build.sh bench e2e [R] [S]     PipeServer, Kestrel, tuned Kestrel and nginx under wrk: R rounds of S seconds (installs wrk, nginx, strace, gnuplot)
 #   ./build.sh bench files [S]       PipeServer --root beside nginx (sendfile on): a 1 KiB file at 64 connections, a 32 MiB download (installs wrk, nginx)
 #   ./build.sh bench tls [R] [S]     PipeServer beside Kestrel over TLS, same certificate: keep-alive requests/s and full handshakes/s
+#   ./build.sh bench idle [N] [R]    RSS per idle keep-alive connection (N open, R rounds): PipeServer on each transport, Kestrel
 #   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot
 #   ./build.sh load [SECONDS]        wrk at 256 connections: /plaintext and POST /echo 64 KiB (installs wrk)
 #   ./build.sh slowloris             1000 slow-header connections + latency of a normal client (installs slowhttptest, wrk)
@@ -77,10 +78,11 @@ case "$verb" in
       e2e) bash scripts/bench-e2e.sh "$@" ;;
       files) bash scripts/bench-files.sh "$@" ;;
       tls) bash scripts/bench-tls.sh "$@" ;;
+      idle) bash scripts/bench-idle.sh "$@" ;;
       all) dotnet run --project benchmarks/PipeServer.Benchmarks -c Release -- --filter '*'
            bash scripts/bench-e2e.sh
            bash scripts/bench-files.sh ;;
-      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds] | files [seconds] | tls [rounds] [seconds]]" >&2; exit 2 ;;
+      *) echo "usage: ./build.sh bench [micro [BDN args] | e2e [rounds] [seconds] | files [seconds] | tls [rounds] [seconds] | idle [connections] [rounds]]" >&2; exit 2 ;;
     esac
     ;;
   publish)

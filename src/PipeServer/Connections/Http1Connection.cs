@@ -33,28 +33,33 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
 
     private readonly IDuplexPipe _transport;
     private readonly ITransportControl _control;
-    private readonly HttpServerOptions _options;
-    private readonly HttpParserLimits _limits;
-    private readonly RequestHandler _app;
-    private readonly ServerLifetime _lifetime;
-    private readonly ILogger _logger;
+    // The server's constants (options, limits, handler, lifetime, logs, metrics, abort token), shared by all its
+    // connections (Http1ConnectionSettings.cs); read through these properties under their old field names.
+    private readonly Http1ConnectionSettings _shared;
+    private HttpServerOptions _options => _shared.Options;
+    private HttpParserLimits _limits => _shared.Limits;
+    private RequestHandler _app => _shared.App;
+    private ServerLifetime _lifetime => _shared.Lifetime;
+    private ILogger _logger => _shared.Logger;
     // The Aborted token's source, linked to the server's abort token, made the first time someone asks for
     // Aborted (a handler that passes it to a wait): most connections never do, and 150 B of linked source and
     // registration per idle keep-alive connection add up. _aborted remembers an abort that came first.
-    private readonly CancellationToken _serverAbort;
+    private CancellationToken _serverAbort => _shared.ServerAbort;
     private CancellationTokenSource? _abortCts; // published with Interlocked.CompareExchange; any thread may read it
     private int _aborted;                       // 1 once Abort or OnPeerFailure ran (any thread)
-    private readonly ServerMetrics? _metrics;
-    private readonly ILogger? _accessLog;
+    private ServerMetrics? _metrics => _shared.Metrics;
+    private ILogger? _accessLog => _shared.AccessLog;
 
-    // Per-request state, reused: a keep-alive connection allocates these once.
-    private readonly RequestHead _head = new();
-    private readonly HttpRequest _request = new();
-    private readonly HttpResponse _response = new();
-    private ContentLengthRequestBody? _contentLengthBody; // made on first use: a GET-only connection never needs them
-    private ChunkedRequestBody? _chunkedBody;
-    private readonly EmptyRequestBody _emptyBody = EmptyRequestBody.Create();
-    private RequestBody _body;
+    // Per-request state, rented (RequestObjects.cs) when a request's first bytes arrive and returned when the
+    // connection goes idle, so an idle keep-alive connection holds none of it. Null while idle (written and read
+    // by the connection's own flow); the three properties are its members, under their old field names.
+    private RequestObjects? _objects;
+    private RequestHead _head => _objects!.Head;
+    private HttpRequest _request => _objects!.Request;
+    private HttpResponse _response => _objects!.Response;
+    private RequestBody _body = RequestObjects.IdleBody; // read by the heartbeat thread too: never null, never another connection's
+    private ConnectionClientInfo _client;  // who this connection's requests come from (the peer, or a PROXY header's source)
+    private string _scheme = "http";
     private HeaderParseState _headerState;
     private RequestRejectionReason _rejection;
 
@@ -81,22 +86,19 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
     public Http1Connection(long id, IDuplexPipe transport, ITransportControl control, HttpServerOptions options,
         RequestHandler app, ServerLifetime lifetime, ILogger logger, CancellationToken serverAbort, IPEndPoint? remote = null,
         ServerMetrics? metrics = null, ILogger? accessLog = null)
+        : this(id, transport, control, new Http1ConnectionSettings(options, app, lifetime, logger, serverAbort, metrics, accessLog), remote)
     {
-        _metrics = metrics;
-        _accessLog = accessLog;
+    }
 
+    /// <summary>A connection of a server that shares <paramref name="settings"/> among all its connections (HttpServer).</summary>
+    internal Http1Connection(long id, IDuplexPipe transport, ITransportControl control, Http1ConnectionSettings settings, IPEndPoint? remote)
+    {
+        _shared = settings;
         Id = id;
         _transport = transport;
         _control = control;
-        _options = options;
-        _limits = new HttpParserLimits(options.MaxRequestLineSize, options.MaxRequestHeaderCount, options.MaxRequestHeadersTotalSize);
-        _app = app;
-        _lifetime = lifetime;
-        _logger = logger;
-        _serverAbort = serverAbort;
         RemoteEndPoint = remote;
-        _body = _emptyBody;
-        _request.SetConnectionClient(remote, options.TrustedProxies);
+        _client = ConnectionClientInfo.Of(remote, settings.Options.TrustedProxies);
     }
 
     /// <summary>
@@ -109,7 +111,7 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
         init
         {
             _isUnixPeer = value;
-            _request.SetConnectionClient(RemoteEndPoint, _options.TrustedProxies, value && _options.TrustUnixSocketPeers);
+            _client = ConnectionClientInfo.Of(RemoteEndPoint, _options.TrustedProxies, value && _options.TrustUnixSocketPeers);
         }
     }
     private readonly bool _isUnixPeer;
@@ -120,12 +122,12 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
     /// <summary>url.scheme of the listener this connection came from ("http", "https" through TLS): a metrics attribute, and HttpRequest.Scheme.</summary>
     public string UrlScheme
     {
-        get => _request.Scheme;
-        init => _request.Scheme = value;
+        get => _scheme;
+        init => _scheme = value;
     }
 
     /// <summary>A trusted balancer's PROXY header named the client: requests on this connection come from it.</summary>
-    internal void SetProxiedClient(IPEndPoint source) => _request.SetConnectionClient(source, _options.TrustedProxies);
+    internal void SetProxiedClient(IPEndPoint source) => _client = ConnectionClientInfo.Of(source, _options.TrustedProxies);
 
     /// <summary>
     /// Ends a connection that never reached its first request (its PROXY header was missing, malformed, or
@@ -206,8 +208,10 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
                         if (flush.IsCompleted) { SetEndReason(ConnectionEndReason.ClientAborted); break; }
                     }
                     if (_drainRequested && await CloseIdleUnlessAnotherRequestAsync(output).ConfigureAwait(false)) break;
+                    ReturnRequestObjects(); // idle: nothing in flight, nothing received
                     first = await input.ReadAsync().ConfigureAwait(false);
                 }
+                if (_objects is null) RentRequestObjects();
                 var outcome = await ReadRequestHeadAsync(input, output, first).ConfigureAwait(false);
                 if (outcome == HeadOutcome.Closed) break;
                 if (outcome == HeadOutcome.Rejected)
@@ -240,7 +244,7 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
         {
             Volatile.Write(ref _state, (int)ConnectionState.Closed);
             ClearTimeout();
-            _head.Release();
+            ReturnRequestObjects();
             if (_outputPending)
             {
                 try { await output.FlushAsync().ConfigureAwait(false); } catch (Exception ex) when (IsExpectedDisconnect(ex)) { }
@@ -249,6 +253,22 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
             await input.CompleteAsync().ConfigureAwait(false);
             _abortCts?.Dispose();
         }
+    }
+
+    private void RentRequestObjects()
+    {
+        var objects = _objects = RequestObjects.Rent();
+        objects.Request.SetConnectionClient(_client);
+        objects.Request.Scheme = _scheme;
+    }
+
+    /// <summary>Gives the request objects back (their head's buffers first); the connection holds none until its next request.</summary>
+    private void ReturnRequestObjects()
+    {
+        if (_objects is not { } objects) return;
+        _body = RequestObjects.IdleBody; // before the set can reach another connection: the heartbeat reads _body
+        _objects = null;
+        RequestObjects.Return(objects);
     }
 
     /// <summary>Drain signal: finish what is in flight and what is already received, then close. An idle connection with nothing received closes now.</summary>
@@ -477,17 +497,17 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
 
         if (_head.IsChunked)
         {
-            _chunkedBody ??= new ChunkedRequestBody();
-            _chunkedBody.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
-            _body = _chunkedBody;
+            var chunked = _objects!.ChunkedBody ??= new ChunkedRequestBody();
+            chunked.Reset(input, this, _options.MaxRequestBodySize, new ChunkedLimits());
+            _body = chunked;
         }
         else if (_head.ContentLength > 0)
         {
-            _contentLengthBody ??= new ContentLengthRequestBody();
-            _contentLengthBody.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
-            _body = _contentLengthBody;
+            var contentLength = _objects!.ContentLengthBody ??= new ContentLengthRequestBody();
+            contentLength.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
+            _body = contentLength;
         }
-        else _body = _emptyBody;
+        else _body = _objects!.EmptyBody;
 
         _expectContinue = _head.ExpectContinue && !_body.IsComplete;
         _bodyWaitMs = 0;

@@ -4,7 +4,7 @@ namespace PipeServer.Http;
 
 /// <summary>
 /// An ordered list of header fields: names compare case-insensitively, repeated fields are kept in the
-/// order they arrived (RFC 9110 §5.3). Reused across the requests of one connection.
+/// order they arrived (RFC 9110 §5.3). Reused for later requests (pooled with the request and response): do not keep it.
 /// </summary>
 public sealed class HttpHeaders : IEnumerable<KeyValuePair<string, string>>
 {

@@ -8,7 +8,8 @@ public delegate ValueTask RequestHandler(HttpRequest request, HttpResponse respo
 
 /// <summary>
 /// What a handler sees of one request. The head is parsed and validated before the handler runs; the body
-/// streams in as the handler reads it. One instance per connection, reset per request.
+/// streams in as the handler reads it. Pooled: reset per request and reused for later requests, on this
+/// connection or another (Connections/RequestObjects.cs), so do not keep it after the handler has returned.
 /// </summary>
 public sealed class HttpRequest
 {
@@ -65,7 +66,7 @@ public sealed class HttpRequest
 
     /// <summary>
     /// The values of the matched template's parameters ("/users/{id}" → id), percent-decoded; empty for a
-    /// literal route. Reused for the next request on the connection: copy what you need, do not keep it.
+    /// literal route. Reused for a later request: copy what you need, do not keep it.
     /// </summary>
     public RouteValues RouteValues { get; } = new();
 
@@ -103,12 +104,16 @@ public sealed class HttpRequest
     /// <param name="endPoint">The socket peer (null on a Unix socket), or a PROXY header's source.</param>
     /// <param name="trustedProxies">The trust list.</param>
     /// <param name="trustedUnixPeer">The peer is on a Unix socket and such peers are trusted (--trusted-proxies unix:).</param>
-    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies, bool trustedUnixPeer = false)
+    internal void SetConnectionClient(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies, bool trustedUnixPeer = false) =>
+        SetConnectionClient(ConnectionClientInfo.Of(endPoint, trustedProxies, trustedUnixPeer));
+
+    /// <summary>The connection's client, worked out once per connection: set on each pooled request object the connection rents.</summary>
+    internal void SetConnectionClient(in ConnectionClientInfo client)
     {
-        _connectionClient = endPoint is null ? null : Server.ClientAddress.Normalize(endPoint.Address);
-        _connectionClientPort = endPoint?.Port ?? 0;
-        _trustedProxies = trustedProxies;
-        _fromTrustedUnixPeer = trustedUnixPeer && endPoint is null;
+        _connectionClient = client.Address;
+        _connectionClientPort = client.Port;
+        _trustedProxies = client.TrustedProxies;
+        _fromTrustedUnixPeer = client.FromTrustedUnixPeer;
         _clientAddress = null;
     }
 
@@ -142,6 +147,14 @@ public sealed class HttpRequest
         RouteValues.Clear();
     }
 
+    /// <summary>Back to the pool (Connections/RequestObjects.cs): drops what refers to the last request and its connection.</summary>
+    internal void Detach()
+    {
+        _head = null!; Body = null!; RemoteEndPoint = null; _owner = null; Draining = default; Route = null;
+        _connectionClient = null; _trustedProxies = []; _clientAddress = null;
+        RouteValues.Clear();
+    }
+
     /// <summary>
     /// The first value of query parameter <paramref name="name"/> (matched exactly, after decoding), or null
     /// when absent; "" for "?name" or "?name=". Decoded as browsers encode a query: '+' is a space, then
@@ -151,6 +164,19 @@ public sealed class HttpRequest
 
     /// <summary>Every value of query parameter <paramref name="name"/>, in order ("?tag=a&amp;tag=b"), decoded as <see cref="GetQueryValue"/>; empty when absent.</summary>
     public IReadOnlyList<string> GetQueryValues(string name) => QueryString.GetValues(Query, name);
+}
+
+/// <summary>
+/// Where a connection's requests come from, worked out once per connection (the peer, or a trusted PROXY
+/// header's source, normalised) and copied into each request object the connection rents.
+/// </summary>
+internal readonly record struct ConnectionClientInfo(IPAddress? Address, int Port, IReadOnlyList<IPNetwork> TrustedProxies, bool FromTrustedUnixPeer)
+{
+    /// <param name="endPoint">The socket peer (null on a Unix socket), or a PROXY header's source.</param>
+    /// <param name="trustedProxies">The trust list.</param>
+    /// <param name="trustedUnixPeer">The peer is on a Unix socket and such peers are trusted (--trusted-proxies unix:).</param>
+    public static ConnectionClientInfo Of(IPEndPoint? endPoint, IReadOnlyList<IPNetwork> trustedProxies, bool trustedUnixPeer = false) =>
+        new(endPoint is null ? null : Server.ClientAddress.Normalize(endPoint.Address), endPoint?.Port ?? 0, trustedProxies, trustedUnixPeer && endPoint is null);
 }
 
 /// <summary>The connection a request belongs to, as the request sees it: where its Aborted token comes from.</summary>

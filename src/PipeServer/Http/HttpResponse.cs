@@ -31,7 +31,10 @@ internal interface IResponseOwner
 
 internal enum ResponseFraming : byte { NotStarted, ContentLength, Chunked, CloseDelimited, NoBody }
 
-/// <summary>The response a handler fills in. One instance per connection, reset per request.</summary>
+/// <summary>
+/// The response a handler fills in. Pooled: reset per request and reused for later requests, on this connection
+/// or another (Connections/RequestObjects.cs), so do not keep it after the handler has returned.
+/// </summary>
 public sealed class HttpResponse
 {
     /// <summary>Bytes a handler may write before the response is started in chunked mode anyway.</summary>
@@ -107,6 +110,15 @@ public sealed class HttpResponse
         _body.Reset(owner.Output);
     }
 
+    /// <summary>Back to the pool (Connections/RequestObjects.cs): drops the handler's headers and every reference to the connection.</summary>
+    internal void Detach()
+    {
+        _owner = null!;
+        ReasonPhrase = null; ContentType = null; _contentLength = null;
+        Headers.Clear();
+        _body.Detach();
+    }
+
     /// <summary>
     /// Writes <paramref name="text"/> as UTF-8. May be called any number of times, mixed with the other
     /// writes: up to 64 KiB in all is buffered and sent with Content-Length when the handler returns; more,
@@ -147,7 +159,7 @@ public sealed class HttpResponse
     {
         ArgumentNullException.ThrowIfNull(typeInfo);
         SetContentType(null, "application/json");
-        // One writer per connection, reset per use: a Utf8JsonWriter is a class, and this is the hot path of /json.
+        // One writer per response object, reset per use: a Utf8JsonWriter is a class, and this is the hot path of /json.
         if (_jsonWriter is null) _jsonWriter = new Utf8JsonWriter((IBufferWriter<byte>)_body);
         else _jsonWriter.Reset((IBufferWriter<byte>)_body);
         JsonSerializer.Serialize(_jsonWriter, value, typeInfo);
@@ -359,6 +371,15 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         _responseCompleted = false;
         _unflushed = 0;
         _chunkFull = default;
+        if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
+    }
+
+    /// <summary>Forgets the connection's output, and gives back a staging buffer a response that never started still held (an aborted one).</summary>
+    public void Detach()
+    {
+        _output = null!;
+        _chunkFull = default;
+        _buffered = 0;
         if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
     }
 

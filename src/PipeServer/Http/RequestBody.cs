@@ -51,6 +51,12 @@ internal abstract class RequestBody : PipeReader
         Received = 0; Returned = default; Outstanding = false; _userCanceled = false; _started = false; _completedByHandler = false;
     }
 
+    /// <summary>Back to the pool (Connections/RequestObjects.cs): forgets the connection's input and owner.</summary>
+    internal void Detach()
+    {
+        Input = null!; Owner = null!; Returned = default; Outstanding = false;
+    }
+
     public sealed override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_completedByHandler, this);

@@ -5,7 +5,7 @@ namespace PipeServer.Http;
 // Where this sits: step 2 of a request's journey. HttpParser calls into this handler for the request
 // line and each header; here the head is turned into strings the application sees, and the fields that
 // decide message framing (Host, Content-Length, Transfer-Encoding, Connection, Expect) are checked by the
-// rules of RFC 9112 §6 before any body byte is read. One instance per connection, reset per request.
+// rules of RFC 9112 §6 before any body byte is read. Pooled with the request (Connections/RequestObjects.cs), reset per request.
 
 /// <summary>The parsed and validated request line and header section of one request.</summary>
 /// <remarks>

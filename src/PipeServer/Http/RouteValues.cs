@@ -4,16 +4,16 @@ using System.Diagnostics.CodeAnalysis;
 namespace PipeServer.Http;
 
 // Where this sits: on the request, filled by the router (Routing/Router.cs) when a template such as
-// "/users/{id}" matched, read by the handler. One instance per connection like the request itself, cleared
+// "/users/{id}" matched, read by the handler. Pooled with the request itself (Connections/RequestObjects.cs), cleared
 // per request: a literal route never touches it, so it costs nothing on the hot path.
 
 /// <summary>
 /// The values of a matched route template's parameters, by name (case-insensitive), percent-decoded.
-/// Reused for the connection's next request: copy a value (it is a string) rather than keep the collection.
+/// Reused for a later request: copy a value (it is a string) rather than keep the collection.
 /// </summary>
 public sealed class RouteValues : IReadOnlyDictionary<string, string>
 {
-    // A template has a handful of parameters: a list beats a dictionary here, and is reused per connection.
+    // A template has a handful of parameters: a list beats a dictionary here, and is reused with the request.
     private readonly List<KeyValuePair<string, string>> _values = [];
 
     /// <summary>The number of parameters the matched template has.</summary>

@@ -46,6 +46,7 @@ public sealed partial class HttpServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly ILogger? _accessLog;
     private readonly PipeOptions _inputOptions, _outputOptions;
+    private readonly Http1ConnectionSettings _connectionSettings; // what all connections share (Connections/Http1ConnectionSettings.cs)
     private readonly BlockMemoryPool _blocks = new(); // every connection's pipe segments
 
     // Guarded by nothing: ConcurrentDictionary. Invariant: an entry exists from before its connection's first
@@ -91,6 +92,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             minimumSegmentSize: BlockMemoryPool.BlockSize, useSynchronizationContext: false);
         _outputOptions = new PipeOptions(_blocks, pauseWriterThreshold: options.MaxOutputBufferSize, resumeWriterThreshold: options.MaxOutputBufferSize / 2,
             minimumSegmentSize: BlockMemoryPool.BlockSize, useSynchronizationContext: false);
+        _connectionSettings = new Http1ConnectionSettings(options, app, Lifetime, _logger, _abortCts.Token, Metrics, _accessLog);
     }
 
     /// <summary>Readiness and the drain token: what a /readyz handler reads, what shutdown flips.</summary>
@@ -368,8 +370,7 @@ public sealed partial class HttpServer : IAsyncDisposable
             var tls = entry.Tls = _tls.Wrap(transport, id, _inputOptions, _outputOptions);
             (pipe, control) = (tls, tls);
         }
-        entry.Protocol = new Http1Connection(id, pipe, control, _options, _app, Lifetime, _logger, _abortCts.Token, transport.RemoteEndPoint,
-            Metrics, _accessLog) { IsUnixPeer = transport.IsUnixPeer, UrlScheme = _tls is null ? PlainTextScheme : TlsServer.Scheme };
+        entry.Protocol = new Http1Connection(id, pipe, control, _connectionSettings, transport.RemoteEndPoint) { IsUnixPeer = transport.IsUnixPeer, UrlScheme = _tls is null ? PlainTextScheme : TlsServer.Scheme };
         _connections[id] = entry; // registered before it runs
         entry.Task = RunConnectionAsync(id, entry);
     }
