@@ -150,7 +150,7 @@ public sealed class HttpRequest
     /// <summary>Back to the pool (Connections/RequestObjects.cs): drops what refers to the last request and its connection.</summary>
     internal void Detach()
     {
-        _head = null!; Body = null!; RemoteEndPoint = null; _owner = null; Draining = default; Route = null;
+        _head = null!; BodyReader = null!; RemoteEndPoint = null; _owner = null; Draining = default; Route = null;
         _connectionClient = null; _trustedProxies = []; _clientAddress = null;
         RouteValues.Clear();
     }
