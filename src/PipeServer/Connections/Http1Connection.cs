@@ -507,7 +507,14 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
             contentLength.Reset(input, this, _head.ContentLength, _options.MaxRequestBodySize);
             _body = contentLength;
         }
-        else _body = _objects!.EmptyBody;
+        else
+        {
+            // Reset like the others: a handler may have completed the last empty body (Body.CompleteAsync()),
+            // and the next request, on this connection or another, must not find it completed.
+            var empty = _objects!.EmptyBody;
+            empty.ResetFor(input, this, 0);
+            _body = empty;
+        }
 
         _expectContinue = _head.ExpectContinue && !_body.IsComplete;
         _bodyWaitMs = 0;

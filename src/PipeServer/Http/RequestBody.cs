@@ -55,6 +55,7 @@ internal abstract class RequestBody : PipeReader
     internal void Detach()
     {
         Input = null!; Owner = null!; Returned = default; Outstanding = false;
+        Received = 0; _userCanceled = false; _started = false; _completedByHandler = false;
     }
 
     public sealed override async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)

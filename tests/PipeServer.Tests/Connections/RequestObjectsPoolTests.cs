@@ -52,6 +52,11 @@ public class RequestObjectsPoolTests
             response.Body.Write("half a body"u8);
             throw new InvalidOperationException("the handler fails after dirtying its response");
         });
+        router.MapPost("/complete", async (request, response) =>
+        {
+            await request.Body.CompleteAsync();
+            response.StatusCode = 204;
+        });
         router.MapGet("/probe", async (request, response) =>
         {
             if (ReferenceEquals(request, seen.DirtyRequest) && ReferenceEquals(response, seen.DirtyResponse)) seen.Reused++;
@@ -132,6 +137,24 @@ public class RequestObjectsPoolTests
         await using var probe = await RawConnection.ConnectAsync(server.EndPoint!.Port);
         Assert.Equal(CleanProbe, await ProbeAsync(probe));
         if (transport == "linux") Assert.Equal(1, seen.Reused);
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_body_a_handler_completed_is_not_completed_for_the_next_request(string transport)
+    {
+        // A handler that completes its (empty) body, as Pipelines code often does when it is done reading,
+        // marked the pooled reader completed for good: the next request given that set, on this connection
+        // or another client's, got ObjectDisposedException from Body.ReadAsync, and a 500.
+        var seen = new Seen();
+        await using var server = await StartAsync(transport, seen);
+        await using var completer = await RawConnection.ConnectAsync(server.EndPoint!.Port);
+        await completer.SendAsync("POST /complete HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(204, (await completer.ReadResponseAsync()).Status);
+        Assert.Equal(CleanProbe, await ProbeAsync(completer)); // the same connection's next request
+        await completer.SendAsync("POST /complete HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        Assert.Equal(204, (await completer.ReadResponseAsync()).Status);
+        await using var probe = await RawConnection.ConnectAsync(server.EndPoint!.Port);
+        Assert.Equal(CleanProbe, await ProbeAsync(probe)); // another client's
     }
 
     [Fact]
