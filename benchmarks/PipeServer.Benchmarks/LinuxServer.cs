@@ -30,8 +30,8 @@ public static class LinuxServer
         int idleCount = Int(args, "--idle-count", 0);
         var options = new HttpServerOptions { Address = IPAddress.Loopback, Port = port };
         var router = new Router();
-        using var lifetime = new ServerLifetime();
-        using var metrics = new ServerMetrics();
+        var lifetime = new ServerLifetime();
+        var metrics = new ServerMetrics(); // disposed with the process
         DemoEndpoints.Map(router, lifetime);
         using var blocks = new BlockMemoryPool();
         var input = new PipeOptions(blocks, pauseWriterThreshold: options.MaxInputBufferSize, resumeWriterThreshold: options.MaxInputBufferSize / 2,

@@ -15,6 +15,8 @@ public sealed class HttpRequest
 {
     private RequestHead _head = null!;
 
+    internal HttpRequest() { } // made by the connection (pooled); a handler is given one, never makes one
+
     /// <summary>The method as sent ("GET", "PROPFIND", …).</summary>
     public string Method => _head.MethodName;
     /// <summary>The method when it is one of the common ones, else <see cref="HttpMethod.Custom"/>: compare this instead of <see cref="Method"/> to avoid a string comparison.</summary>

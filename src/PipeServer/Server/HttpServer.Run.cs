@@ -21,25 +21,40 @@ public sealed partial class HttpServer
     /// <param name="stopping">Stops the server as a signal would.</param>
     public async Task<ShutdownReport> RunAsync(Action<IReadOnlyList<ListenerInfo>>? listening = null, CancellationToken stopping = default)
     {
-        await StartAsync(stopping).ConfigureAwait(false);
-        listening?.Invoke(Listeners);
-
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         int signals = 0;
-        void OnSignal(PosixSignalContext context)
+        // The first stop request (a signal or the token) starts the graceful shutdown; any later one resets
+        // every connection, so a stop through the token followed by Ctrl+C still ends at once.
+        void RequestStop()
         {
-            context.Cancel = true; // this method decides when the process may go, not the runtime's default handler
             if (Interlocked.Increment(ref signals) == 1) stop.TrySetResult();
             else ResetAllConnections();
         }
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = true; // this method decides when the process may go, not the runtime's default handler
+            RequestStop();
+        }
+        // Registered before the server starts: a supervisor that signals as soon as it reads "Listening on"
+        // gets the drain, not the runtime's default (exit 143 with connections cut).
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-        Task first;
-        using (stopping.Register(static s => ((TaskCompletionSource)s!).TrySetResult(), stop))
-            first = await Task.WhenAny(stop.Task, AcceptLoop).ConfigureAwait(false);
 
-        var report = await ShutdownAsync().ConfigureAwait(false);
+        await StartAsync(stopping).ConfigureAwait(false);
+        Task first = stop.Task;
+        ShutdownReport report;
+        try
+        {
+            listening?.Invoke(Listeners);
+            using (stopping.Register(static s => ((Action)s!)(), (Action)RequestStop))
+                first = await Task.WhenAny(stop.Task, AcceptLoop).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Also when the listening callback threw: a started server is never left running.
+            report = await ShutdownAsync().ConfigureAwait(false);
+        }
         if (first == AcceptLoop && AcceptLoop.IsFaulted) await AcceptLoop.ConfigureAwait(false); // a listener died: say why
         return report;
     }

@@ -4,7 +4,7 @@ namespace PipeServer.Server;
 // how the shutdown phases in HttpServer reach connections without holding a reference to each one.
 
 /// <summary>Server-wide flags that shutdown flips, read by every connection.</summary>
-public sealed class ServerLifetime : IDisposable
+public sealed class ServerLifetime
 {
     private readonly CancellationTokenSource _draining = new();
     private volatile bool _ready = true;
@@ -35,6 +35,7 @@ public sealed class ServerLifetime : IDisposable
         try { _draining.Cancel(); } catch (ObjectDisposedException) { }
     }
 
-    /// <summary>Releases the drain token's source.</summary>
-    public void Dispose() => _draining.Dispose();
+    // Internal, and the type is not IDisposable: it belongs to its server, which disposes it last. A handler or
+    // embedder holding HttpServer.Lifetime must not be able to dispose it under the running connections.
+    internal void Dispose() => _draining.Dispose();
 }

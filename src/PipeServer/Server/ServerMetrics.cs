@@ -13,7 +13,7 @@ namespace PipeServer.Server;
 // tags inline), status codes are pre-boxed once, and methods and routes are constant strings.
 
 /// <summary>The server's System.Diagnostics.Metrics instruments, on a meter named "PipeServer".</summary>
-public sealed class ServerMetrics : IDisposable
+public sealed class ServerMetrics
 {
     /// <summary>The name of the <see cref="System.Diagnostics.Metrics.Meter"/> every server instance records on.</summary>
     public const string MeterName = "PipeServer";
@@ -122,6 +122,6 @@ public sealed class ServerMetrics : IDisposable
         _ => "unknown",
     };
 
-    /// <summary>Disposes the meter.</summary>
-    public void Dispose() => Meter.Dispose();
+    // Internal, and the type is not IDisposable: the server that made it disposes the meter when it is disposed.
+    internal void Dispose() => Meter.Dispose();
 }

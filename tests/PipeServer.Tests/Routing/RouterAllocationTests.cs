@@ -36,7 +36,7 @@ public class RouterAllocationTests
         var toServer = new Pipe(inline);
         var toClient = new Pipe(inline);
         var router = new Router();
-        using var lifetime = new ServerLifetime();
+        var lifetime = new ServerLifetime();
         DemoEndpoints.Map(router, lifetime);
         router.MapGet("/users/{id}", (req, res) => res.WriteTextAsync(req.RouteValues["id"]));
         router.MapGet("/files/{*rest}", (req, res) => res.WriteTextAsync(req.RouteValues["rest"]));

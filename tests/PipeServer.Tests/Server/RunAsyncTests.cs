@@ -40,4 +40,18 @@ public class RunAsyncTests
         Assert.True(report.AllDrained);
         Assert.False(server.Lifetime.IsReady);
     }
+
+    [Fact]
+    public async Task A_listening_callback_that_throws_leaves_no_server_running()
+    {
+        var router = new Router().MapGet("/", (_, res) => res.WriteTextAsync("hi\n"));
+        await using var server = new HttpServer(new HttpServerOptions { Address = System.Net.IPAddress.Loopback, Port = 0 }, router.HandleAsync);
+        var run = server.RunAsync(_ => throw new InvalidOperationException("the embedder's callback failed"));
+
+        var thrown = await Assert.ThrowsAsync<InvalidOperationException>(() => run.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal("the embedder's callback failed", thrown.Message);
+        Assert.False(server.Lifetime.IsReady); // the shutdown ran
+        using var client = new TcpClient();
+        await Assert.ThrowsAsync<SocketException>(() => client.ConnectAsync(server.EndPoint!).WaitAsync(TimeSpan.FromSeconds(10)));
+    }
 }
