@@ -313,11 +313,16 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
     /// <summary>Minimum request body data rate (Kestrel's MinRequestBodyDataRate): a slow upload gets 408.</summary>
     private void CheckBodyDataRate(long elapsedMs)
     {
-        var body = _body;
-        if (_options.MinRequestBodyDataRate <= 0 || body.IsComplete || !body.IsWaitingForData || State != ConnectionState.Active) return;
+        // This runs on the heartbeat thread while the request may end: the body reader then goes back to the
+        // pool and may be lent to another connection. State first, and the reader looked at again before acting,
+        // so another client's counters never time this connection out.
+        if (_options.MinRequestBodyDataRate <= 0 || State != ConnectionState.Active) return;
+        var body = Volatile.Read(ref _body);
+        if (body.IsComplete || !body.IsWaitingForData) return;
         _bodyWaitMs += elapsedMs;
         if (_bodyWaitMs <= _options.MinRequestBodyDataRateGracePeriod.TotalMilliseconds) return;
         if (body.BytesConsumed >= _options.MinRequestBodyDataRate * _bodyWaitMs / 1000.0) return;
+        if (!ReferenceEquals(Volatile.Read(ref _body), body) || State != ConnectionState.Active) return;
         _bodyTimedOut = true;
         try { _transport.Input.CancelPendingRead(); } catch (InvalidOperationException) { }
     }
