@@ -124,9 +124,10 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
     }
 
     // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
-    // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel and empty only
-    // after they are in the pipe, so a byte that reached the kernel before the first read is seen by one of the
-    // three looks.
+    // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel (and only when
+    // the kernel has something for it: see ReceiveLoopAsync) and empty only after they are in the pipe, so a
+    // byte that reached the kernel before the first read is seen by one of the three looks, and the mark never
+    // stands for bytes that are not there.
     public override bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
 
     public override long ReceivedBytes => Volatile.Read(ref _received);
@@ -156,6 +157,13 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
         return true;
     }
 
+    /// <summary>A receive now would not wait: bytes, the FIN or an error are there (poll(2), no wait). Throws ObjectDisposedException once aborted.</summary>
+    private bool ReadableNow()
+    {
+        try { return _socket.Poll(0, SelectMode.SelectRead); }
+        catch (SocketException) { return true; } // the receive reports the error
+    }
+
     private int SafeAvailable()
     {
         try { return _socket.Available; } catch (SocketException) { return 0; } catch (ObjectDisposedException) { return 0; }
@@ -172,6 +180,13 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
                 // Zero-byte receive: wait for data without holding a buffer, so an idle keep-alive connection
                 // costs no receive memory (Kestrel's socket transport does the same).
                 await _socket.ReceiveAsync(Memory<byte>.Empty, SocketFlags.None).ConfigureAwait(false);
+                // The socket engine completes a waiting zero-byte receive on any read event it handles, without
+                // looking (on Unix its contract is "an event came", not "bytes are here"), and an event can be
+                // stale: for bytes the previous receive already took. Marked as receiving then, the connection
+                // would report bytes on their way (HasUndeliveredInput) for as long as the real receive waits,
+                // and a drain would keep it open for a request nobody sent. So the mark is set only when a
+                // receive cannot wait (bytes, the FIN or an error are there); otherwise the wait starts again.
+                if (!ReadableNow()) continue;
 
                 var memory = writer.GetMemory(MinimumReceiveBuffer);
                 Volatile.Write(ref _receiving, true);
