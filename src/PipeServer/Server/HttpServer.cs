@@ -403,8 +403,9 @@ public sealed partial class HttpServer : IAsyncDisposable
         finally
         {
             if (entry.Transport.ReceivedAfterIdleClose) Interlocked.Increment(ref _racedIdleCloses);
-            _connections.TryRemove(id, out _); // removed after its socket is closed
+            // Recorded before the removal: whoever sees the registry without this connection sees its metrics too.
             Metrics.ConnectionStopped(entry.Protocol.EndReason, started);
+            _connections.TryRemove(id, out _); // removed after its socket is closed
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.IO.Pipelines;
 using System.Text;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -81,35 +82,56 @@ internal sealed class InMemoryConnection : ITransportControl, IAsyncDisposable
     // Bytes "received by the kernel" but not yet in the input pipe, as a socket's receive queue holds a request
     // its receive loop has not moved yet. Like a receive loop, the transport delivers them on its own; here it
     // does so once the protocol asks about them, so a test learns at once whether the protocol looked before
-    // closing. They count as undelivered until they are in the pipe.
-    private volatile byte[]? _held;
+    // closing. They count as undelivered until they are in the pipe, and not a moment longer: the move into the
+    // pipe and the end of "held" are one step under _transportGate. (Clearing "held" after the flush let a
+    // protocol that had already read and answered them see them as still coming: it then kept the connection
+    // alive instead of closing, and the drain test failed under load.)
+    private readonly object _transportGate = new();
+    private byte[]? _held;       // guarded by _transportGate
+    private bool _delivering;    // guarded by _transportGate
 
     /// <summary>Holds <paramref name="text"/> in the transport: reported by HasUndeliveredInput, delivered to the pipe once asked about.</summary>
-    public void HoldInTransport(string text) => _held = Encoding.Latin1.GetBytes(text);
+    public void HoldInTransport(string text)
+    {
+        lock (_transportGate) _held = Encoding.Latin1.GetBytes(text);
+    }
 
     bool ITransportControl.HasUndeliveredInput
     {
         get
         {
-            var held = _held;
-            if (held is null) return false;
-            if (Interlocked.Exchange(ref _delivering, 1) == 0)
+            lock (_transportGate)
             {
-                _ = Task.Run(async () =>
+                if (_held is null) return false;
+                if (!_delivering)
                 {
-                    await _toServer.Writer.WriteAsync(held);
-                    _held = null;
-                });
+                    _delivering = true;
+                    _ = Task.Run(DeliverHeld);
+                }
+                return true;
             }
-            return true;
         }
     }
-    private int _delivering;
+
+    private void DeliverHeld()
+    {
+        lock (_transportGate)
+        {
+            _toServer.Writer.Write(_held!);
+            // Far below the pipe's pause threshold: completes at once, and the reader runs on the thread pool, not here.
+            var flush = _toServer.Writer.FlushAsync();
+            if (!flush.IsCompleted) throw new InvalidOperationException("held bytes must fit the pipe without waiting");
+            _held = null;
+        }
+    }
 
     // Bytes the test writes go straight into the pipe, where the protocol looks after taking its mark; only held
     // bytes are ever "in the transport", so an idle close succeeds unless some are held.
     long ITransportControl.ReceivedBytes => 0;
-    ValueTask<bool> ITransportControl.TryCloseIdleAsync(long receivedMark) => ValueTask.FromResult(_held is null);
+    ValueTask<bool> ITransportControl.TryCloseIdleAsync(long receivedMark)
+    {
+        lock (_transportGate) return ValueTask.FromResult(_held is null);
+    }
 
     public async ValueTask DisposeAsync()
     {

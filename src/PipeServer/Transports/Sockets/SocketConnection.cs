@@ -49,7 +49,8 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
     private readonly Action _onPeerFailure;
     private volatile bool _aborted;
     private volatile bool _lingerRequested;
-    private bool _receiving;   // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe
+    private bool _receiving;   // the receive loop holds bytes taken from the kernel but not yet flushed into the input pipe; cleared under _handoff
+    private readonly object _handoff = new(); // the flush into the pipe and the clearing of _receiving are one step under it
     private long _received;    // bytes taken from the kernel so far; written by the receive loop only
     private TaskCompletionSource<bool>? _idleClose; // a pending TryCloseIdleAsync, completed by the send loop
     private long _idleCloseMark;
@@ -125,10 +126,16 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
 
     // Read in this order by HasUndeliveredInput: the kernel's queue, then the receive loop's hands (the caller
     // then looks at the pipe). The loop marks its hands full before taking bytes from the kernel (and only when
-    // the kernel has something for it: see ReceiveLoopAsync) and empty only after they are in the pipe, so a
-    // byte that reached the kernel before the first read is seen by one of the three looks, and the mark never
-    // stands for bytes that are not there.
-    public override bool HasUndeliveredInput => SafeAvailable() > 0 || Volatile.Read(ref _receiving);
+    // the kernel has something for it: see ReceiveLoopAsync) and empty in the same step (under _handoff) as the
+    // flush that puts them in the pipe, so a byte that reached the kernel before the first read is seen by one
+    // of the three looks, the mark never stands for bytes that are not there, and bytes already in the pipe are
+    // never also "in the hands". (Cleared after the flush, the flag stayed set while the protocol, on another
+    // thread, read and answered them: it then took its own request for a next one, kept a draining connection
+    // alive and waited for a request that was never coming.)
+    public override bool HasUndeliveredInput
+    {
+        get { lock (_handoff) return SafeAvailable() > 0 || _receiving; }
+    }
 
     public override long ReceivedBytes => Volatile.Read(ref _received);
 
@@ -150,8 +157,8 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
     /// <summary>On the send loop, with everything written so far sent: FIN now unless the peer's bytes arrived since the mark.</summary>
     private bool FinUnlessInput()
     {
-        // The same three looks as HasUndeliveredInput, plus "taken since the mark" for bytes that went all the way.
-        if (SafeAvailable() > 0 || Volatile.Read(ref _receiving) || Volatile.Read(ref _received) != _idleCloseMark) return false;
+        // The same looks as HasUndeliveredInput, plus "taken since the mark" for bytes that went all the way.
+        if (HasUndeliveredInput || Volatile.Read(ref _received) != _idleCloseMark) return false;
         try { _socket.Shutdown(SocketShutdown.Send); } catch (SocketException) { } catch (ObjectDisposedException) { }
         _outputShutDown = true;
         return true;
@@ -195,8 +202,13 @@ internal sealed class SocketConnection : TransportConnection, ISendFileFeature
                 Volatile.Write(ref _received, _received + received); // before _receiving is cleared: see FinUnlessInput
 
                 writer.Advance(received);
-                var flush = await writer.FlushAsync().ConfigureAwait(false); // backpressure: waits past the pause threshold
-                Volatile.Write(ref _receiving, false);
+                ValueTask<FlushResult> flushing;
+                lock (_handoff)
+                {
+                    flushing = writer.FlushAsync(); // the bytes are in the pipe when it returns; what is left to await is backpressure
+                    _receiving = false;
+                }
+                var flush = await flushing.ConfigureAwait(false); // backpressure: waits past the pause threshold
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
                     await DiscardUntilEndAsync().ConfigureAwait(false);
