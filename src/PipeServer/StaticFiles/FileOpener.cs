@@ -33,6 +33,8 @@ internal enum OpenOutcome : byte
     Resolve,
     /// <summary>Asked for cached lookups only, and a step of the path is not in the kernel's cache: open it where waiting is allowed.</summary>
     WouldBlock,
+    /// <summary>Out of descriptors or memory (EMFILE, ENFILE, ENOMEM), or a lease holder asks to wait (EAGAIN): 503, for this request only.</summary>
+    Unavailable,
 }
 
 internal enum FileKind : byte { Regular, Directory, Other }
@@ -89,7 +91,8 @@ internal struct OpenedFile : IDisposable
 internal static partial class FileOpener
 {
     private const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000, O_PATH = 0x200000;
-    internal const int EINTR = 4, EAGAIN = 11, EINVAL = 22, ENOENT = 2, EACCES = 13, ENOTDIR = 20, ENAMETOOLONG = 36, ELOOP = 40, EXDEV = 18, EOPNOTSUPP = 95;
+    internal const int EPERM = 1, ENOENT = 2, EINTR = 4, ENXIO = 6, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EXDEV = 18, ENODEV = 19, ENOTDIR = 20,
+        EINVAL = 22, ENFILE = 23, EMFILE = 24, ENAMETOOLONG = 36, ENOSYS = 38, ELOOP = 40, EOPNOTSUPP = 95;
 
     private static readonly int NoFollow = !OperatingSystem.IsLinux() ? 0 : RuntimeInformation.ProcessArchitecture switch
     {
@@ -178,15 +181,54 @@ internal static partial class FileOpener
                 case EINVAL when cached:
                     s_resolveCached = false; // a kernel before 5.12: every open may wait, as open(2) always could
                     return OpenBeneath(root, relative, out file, cachedOnly: false);
-                case ENOENT or ENOTDIR or EACCES or ENAMETOOLONG: return OpenOutcome.NotFound;
-                case ELOOP or EXDEV: return OpenOutcome.Resolve; // a link on the way: where it leads is Resolve's to judge
-                default: s_openat2 = false; return OpenOutcome.Resolve; // ENOSYS (before Linux 5.6), EPERM (a seccomp filter): never again
+                case var errno:
+                    // Only "this kernel has no openat2" (before Linux 5.6) or "this process may not call it" (a
+                    // seccomp filter answers EPERM for every call, so the root itself is refused too) turn it off
+                    // for good. EPERM can also be one file's (fanotify, a LSM): then it is that file's answer.
+                    if (errno == ENOSYS || (errno == EPERM && ProbeRootRefused(root))) { s_openat2 = false; return OpenOutcome.Resolve; }
+                    return OutcomeOf(errno);
             }
         }
         file.Fd = (int)fd;
         if (!Stat(file.Fd, ref file)) { file.Dispose(); return OpenOutcome.NotFound; }
         return OpenOutcome.Opened;
     }
+
+    /// <summary>
+    /// What an openat2 errno means for this request (never for the next one). Nothing there, unreadable, or
+    /// nothing a file server serves (ENXIO: a unix socket; ENODEV: a device without a driver; EPERM: refused for
+    /// this file) is 404, as EACCES is (a client learns nothing about what it may not read). Running out of
+    /// descriptors or memory is the server's trouble, not the path's: 503, which says "try again", where nginx
+    /// answers 500 for any open error it does not name. A link on the way, or anything unforeseen, goes to
+    /// Resolve, whose open(2) gives its own answer.
+    /// </summary>
+    internal static OpenOutcome OutcomeOf(int errno) => errno switch
+    {
+        ENOENT or ENOTDIR or EACCES or ENAMETOOLONG or ENXIO or ENODEV or EPERM => OpenOutcome.NotFound,
+        EMFILE or ENFILE or ENOMEM or EAGAIN => OpenOutcome.Unavailable,
+        _ => OpenOutcome.Resolve, // ELOOP, EXDEV: a link on the way, where it leads is Resolve's to judge
+    };
+
+    /// <summary>EPERM on a file: is it the process (seccomp: "." beneath the root is refused too) rather than the file?</summary>
+    private static bool ProbeRootRefused(SafeFileHandle root)
+    {
+        var how = new OpenHow { Flags = (ulong)(O_PATH | O_CLOEXEC), Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+        bool added = false;
+        try
+        {
+            root.DangerousAddRef(ref added);
+            nint fd;
+            do fd = openat2(SYS_openat2, (int)root.DangerousGetHandle(), ".\0"u8, ref how, Marshal.SizeOf<OpenHow>());
+            while (fd < 0 && Marshal.GetLastPInvokeError() == EINTR);
+            if (fd >= 0) { close((int)fd); return false; }
+            return Marshal.GetLastPInvokeError() is EPERM or ENOSYS;
+        }
+        catch (ObjectDisposedException) { return false; }
+        finally { if (added) root.DangerousRelease(); }
+    }
+
+    /// <summary>For tests: whether openat2 is still in use (an errno of one request must not turn it off for the process).</summary>
+    internal static bool Openat2InUse => s_openat2;
 
     private static volatile bool s_openat2 = OperatingSystem.IsLinux() && NoFollow != 0;
     private static volatile bool s_resolveCached = true;
