@@ -49,6 +49,38 @@ public sealed class FileSendTests : IDisposable
         Assert.False(typeof(ISendFileFeature).IsAssignableFrom(typeof(TlsConnection)));
     }
 
+    [Fact]
+    public async Task A_file_send_completed_from_two_threads_finishes_once_and_releases_the_file_once()
+    {
+        // A handler whose post to a stopped loop failed completes the send, and the loop's last pass, closing the
+        // connection, completes it too: one must win, the other do nothing (no second SetResult, no second Release).
+        using var file = File.OpenHandle(Path.Combine(_root, "small.txt"));
+        var send = new FileSend(runContinuationsAsynchronously: false);
+        var first = send.Start(file, 0, 6);
+        Assert.True(send.IsActive);
+        Assert.True(send.Complete(null));
+        Assert.False(send.Complete(new IOException("closed")));
+        await first; // the winner's outcome
+        Assert.False(send.IsActive);
+        Assert.Equal(-1, send.FileDescriptor);
+
+        for (int i = 0; i < 2000; i++)
+        {
+            var task = send.Start(file, 0, 6);
+            using var go = new Barrier(2);
+            int wins = 0;
+            var other = Task.Run(() => { go.SignalAndWait(); if (send.Complete(new IOException("reset"))) Interlocked.Increment(ref wins); });
+            go.SignalAndWait();
+            if (send.Complete(new IOException("closed"))) Interlocked.Increment(ref wins);
+            await other.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal(1, wins);
+            await Assert.ThrowsAsync<IOException>(async () => await task);
+        }
+        // Every Start's reference released exactly once: the handle is still open, and closes when its owner disposes it.
+        Assert.False(file.IsClosed);
+        Assert.Equal(6, RandomAccess.GetLength(file));
+    }
+
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task Large_bodies_keep_their_order_with_the_responses_around_them(string transport)
     {

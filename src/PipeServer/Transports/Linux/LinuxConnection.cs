@@ -152,7 +152,9 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         if (send.IsActive) throw new InvalidOperationException("A file send is already in progress on this connection.");
         var task = send.Start(file, offset, count);
         if (_loop.IsOnLoop) StartFileOnLoop();
-        else if (!_loop.TryPost(s_startFile, this)) send.Complete(new IOException("The connection is closed.")); // the loop stopped: it is being reset
+        // The loop stopped: it is being reset. Its last pass may be closing this connection and completing the
+        // send at the same moment; FileSend.Complete lets exactly one of the two finish it.
+        else if (!_loop.TryPost(s_startFile, this)) send.Complete(new IOException("The connection is closed."));
         return task;
     }
 
@@ -492,6 +494,8 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         var send = _file!;
         for (int calls = 0; send.Left > 0; calls++)
         {
+            int fileFd = send.FileDescriptor;
+            if (fileFd < 0) { _fileQueued = false; return; } // completed meanwhile (the connection closed): nothing left to send
             if (calls == FileSendsPerPass)
             {
                 if (!_sendQueued) { _sendQueued = true; _loop.QueueSend(this); }
@@ -499,7 +503,7 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
             }
             long want = Math.Min(send.Left, MaxFileSendBytes);
             long offset = send.Offset;
-            nint sent = LinuxNative.SendFile(_fd, send.FileDescriptor, ref offset, want);
+            nint sent = LinuxNative.SendFile(_fd, fileFd, ref offset, want);
             if (sent == 0) { FinishFile(new IOException("The file became shorter while it was being sent.")); return; }
             if (sent < 0)
             {
@@ -532,7 +536,10 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         FinishFile(null);
     }
 
-    /// <summary>The file send is over: the awaiting handler continues, inline, so nothing here touches the send afterwards.</summary>
+    /// <summary>
+    /// The file send is over: the awaiting handler continues, inline, so nothing here touches the send afterwards.
+    /// A completion that lost (SendFileAsync's thread already failed it: the loop had stopped) does nothing.
+    /// </summary>
     private void FinishFile(Exception? error)
     {
         _fileQueued = false;
