@@ -82,6 +82,33 @@ public sealed class FileSendTests : IDisposable
     }
 
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task Ranges_past_4_GiB_of_a_sparse_file_are_read_and_sent_at_their_offset(string transport)
+    {
+        // 64-bit offsets all the way down (pread/preadv2/sendfile, or their *64 forms on a 32-bit process): a
+        // truncated offset would send the zeros at the start of the file instead of the marked bytes.
+        const long at = 4L * 1024 * 1024 * 1024 + 12345;
+        var marked = new byte[200_000];
+        new Random(11).NextBytes(marked);
+        using (var sparse = File.OpenHandle(Path.Combine(_root, "sparse.bin"), FileMode.CreateNew, FileAccess.Write))
+        {
+            RandomAccess.SetLength(sparse, at + marked.Length + 1);
+            RandomAccess.Write(sparse, marked, at);
+        }
+        await using var server = await StartAsync(transport);
+        await using var c = await server.ConnectAsync();
+        var timeout = TimeSpan.FromSeconds(20);
+        // Small (the page-cache read) and large (the transport's file send).
+        await c.SendAsync($"GET /files/sparse.bin HTTP/1.1\r\nHost: a\r\nRange: bytes={at}-{at + 99}\r\n\r\n" +
+                          $"GET /files/sparse.bin HTTP/1.1\r\nHost: a\r\nRange: bytes={at}-{at + marked.Length - 1}\r\n\r\n");
+        var small = await c.ReadResponseAsync(timeout: timeout);
+        Assert.Equal(206, small.Status);
+        Assert.True(marked.AsSpan(0, 100).SequenceEqual(small.Body), "the small range, byte for byte");
+        var large = await c.ReadResponseAsync(timeout: timeout);
+        Assert.Equal(206, large.Status);
+        Assert.True(marked.AsSpan().SequenceEqual(large.Body), "the large range, byte for byte");
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task Large_bodies_keep_their_order_with_the_responses_around_them(string transport)
     {
         await using var server = await StartAsync(transport);

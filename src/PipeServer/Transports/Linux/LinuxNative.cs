@@ -39,8 +39,8 @@ internal static partial class LinuxNative
     // errno(3)
     public const int EINTR = 4, EAGAIN = 11, EPIPE = 32, ECONNRESET = 104;
 
-    /// <summary>Bytes per epoll_event: 12 on x86-64 (the kernel declares it packed there), 16 elsewhere.</summary>
-    public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
+    /// <summary>Bytes per epoll_event: 12 on x86-64 (the kernel declares it packed there) and i386, 16 elsewhere.</summary>
+    public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86 ? 12 : 16;
     private static readonly int EpollDataOffset = EpollEventSize == 12 ? 4 : 8;
 
     [LibraryImport(Libc, SetLastError = true)]
@@ -61,8 +61,14 @@ internal static partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint sendmsg_raw(int fd, in MessageHeader msg, int flags);
 
+    // The offset is off_t*: 64 bits on a 64-bit process, 32 on a 32-bit one, where only sendfile64 takes the
+    // long this passes. SendFile picks by Environment.Is64BitProcess (a JIT constant), so a 64-bit process never
+    // needs the *64 name (musl keeps it only for old binaries).
     [LibraryImport(Libc, EntryPoint = "sendfile", SetLastError = true)]
     private static partial nint sendfile_raw(int outFd, int inFd, ref long offset, nint count);
+
+    [LibraryImport(Libc, EntryPoint = "sendfile64", SetLastError = true)]
+    private static partial nint sendfile64_raw(int outFd, int inFd, ref long offset, nint count);
 
     // fcntl is variadic in C; one int after the command is passed exactly as a fixed argument (as ioctl below).
     [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
@@ -130,7 +136,9 @@ internal static partial class LinuxNative
     /// argument: it blocks unless the socket is O_NONBLOCK (see <see cref="SetNonBlocking"/>). No SIGPIPE: the
     /// runtime ignores it. Returns bytes sent, 0 at the file's end, -1 with errno (EAGAIN: the socket is full).
     /// </summary>
-    public static nint SendFile(int socketFd, int fileFd, ref long offset, long count) => sendfile_raw(socketFd, fileFd, ref offset, (nint)count);
+    public static nint SendFile(int socketFd, int fileFd, ref long offset, long count) => Environment.Is64BitProcess
+        ? sendfile_raw(socketFd, fileFd, ref offset, (nint)count)
+        : sendfile64_raw(socketFd, fileFd, ref offset, (nint)count);
 
     /// <summary>True when the descriptor is in non-blocking mode (O_NONBLOCK); false on error.</summary>
     public static bool IsNonBlocking(int fd)
