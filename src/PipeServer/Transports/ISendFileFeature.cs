@@ -20,6 +20,12 @@ namespace PipeServer.Transports;
 // file send as it times an ordinary one: 4 KiB at a time, the size of a pipe block. Abort() ends a file send
 // in progress (the task fails); the transport never touches the file after the task completes, so the caller
 // closes it then, whatever the outcome.
+//
+// What keeps the descriptor open during the send is that contract (the caller awaits before it closes), not
+// the reference FileSend takes on the handle. On Linux the static file handler passes a borrowed handle
+// (OpenedFile.AsHandle: ownsHandle false) over a raw descriptor that OpenedFile.Dispose closes directly; the
+// reference only keeps that SafeHandle object from being marked closed, and a handle that owns its descriptor
+// from being closed (and the number reused) by a Dispose that raced the send.
 
 /// <summary>A transport connection that can send a range of a file to the peer without copying it through managed memory.</summary>
 internal interface ISendFileFeature
@@ -56,7 +62,7 @@ internal sealed class FileSend : IValueTaskSource
 
     public bool IsActive => Volatile.Read(ref _file) is not null;
 
-    /// <summary>The file's descriptor while active (the handle is ref-counted open until <see cref="Complete"/>); -1 once completed.</summary>
+    /// <summary>The file's descriptor while active (open because the caller awaits the send before closing it: see the contract above); -1 once completed.</summary>
     public int FileDescriptor => Volatile.Read(ref _file) is { } file ? (int)file.DangerousGetHandle() : -1;
 
     public SafeFileHandle File => Volatile.Read(ref _file) ?? throw new ObjectDisposedException(nameof(FileSend));
@@ -65,7 +71,9 @@ internal sealed class FileSend : IValueTaskSource
     {
         _core.Reset();
         bool added = false;
-        file.DangerousAddRef(ref added); // throws, leaving nothing to undo, on a closed handle; else exactly one Release in Complete
+        // Throws, leaving nothing to undo, on a handle already closed; else released exactly once, by Complete. It
+        // guards an owning handle's Dispose only: a borrowed one's descriptor is closed by its owner regardless.
+        file.DangerousAddRef(ref added);
         Offset = offset;
         Left = count;
         var task = new ValueTask(this, _core.Version);
