@@ -271,6 +271,27 @@ public sealed class FileSendTests : IDisposable
     }
 
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_large_file_not_in_the_page_cache_is_read_off_the_event_loop_before_its_sendfile(string transport)
+    {
+        // sendfile reads the file inside the syscall whatever O_NONBLOCK says: on an event loop a cold window
+        // would stall every connection of that loop for the disk. The Linux transport reads it on the thread pool first.
+        var path = Path.Combine(_root, "cold.bin");
+        var content = new byte[3 * 1024 * 1024 + 5];
+        new Random(3).NextBytes(content);
+        using (var f = new FileStream(path, FileMode.Create)) { f.Write(content); f.Flush(flushToDisk: true); }
+        Evict(path);
+        await using var server = await StartAsync(transport);
+        long before = LinuxConnection.FileWarmUps;
+        await using var c = await server.ConnectAsync();
+        await c.SendAsync("GET /files/cold.bin HTTP/1.1\r\nHost: a\r\n\r\n");
+        var r = await c.ReadResponseAsync(timeout: TimeSpan.FromSeconds(20));
+        Assert.Equal(200, r.Status);
+        Assert.True(content.AsSpan().SequenceEqual(r.Body), "the cold file, byte for byte");
+        // (Other tests may warm files meanwhile: only "at least one" is this request's.)
+        if (transport == "linux") Assert.True(LinuxConnection.FileWarmUps > before, "the cold window was read off the loop");
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task A_path_whose_lookup_is_not_cached_is_opened_on_the_thread_pool(string transport)
     {
         // Forced here (a cold dentry cache cannot be arranged in a test): the open leaves the calling thread (an
