@@ -208,8 +208,9 @@ public sealed class HttpResponse
     /// For a response started with a Content-Length: sends <paramref name="count"/> bytes of <paramref name="file"/>
     /// from <paramref name="offset"/> as body, straight from the file to the socket when the transport can
     /// (sendfile), after flushing what precedes them (the head). False, having done nothing, when it cannot
-    /// (TLS, in-memory, another framing): the caller then writes the bytes itself. The file must stay open
-    /// until the task completes; a connection that fails meanwhile fails it.
+    /// (TLS, in-memory, another framing): the caller then writes the bytes itself. True, having done nothing,
+    /// for a response that has no body (HEAD, 304, 204): nothing is read or sent, as any write would be dropped.
+    /// The file must stay open until the task completes; a connection that fails meanwhile fails it.
     /// </summary>
     internal ValueTask<bool> TrySendFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count) =>
         _body.TrySendFileAsync(_owner.SendFile, file, offset, count);
@@ -494,6 +495,9 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
 
     internal ValueTask<bool> TrySendFileAsync(Transports.ISendFileFeature? sender, Microsoft.Win32.SafeHandles.SafeFileHandle file, long offset, long count)
     {
+        // A HEAD (or 304, 204) started without a body: "sent", as every write to it is dropped; reading the file
+        // to drop it, or handing it to the transport, which would put it on the wire, are both wrong.
+        if (response.Framing == ResponseFraming.NoBody) return new ValueTask<bool>(true);
         if (sender is null || response.Framing != ResponseFraming.ContentLength) return new ValueTask<bool>(false);
         ThrowIfCompleted();
         if (Written + count > response.ContentLength) throw new InvalidOperationException($"Response body exceeds the declared Content-Length ({response.ContentLength}).");

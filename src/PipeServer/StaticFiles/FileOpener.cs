@@ -33,6 +33,8 @@ internal enum OpenOutcome : byte
     Resolve,
     /// <summary>Asked for cached lookups only, and a step of the path is not in the kernel's cache: open it where waiting is allowed.</summary>
     WouldBlock,
+    /// <summary>Out of descriptors or memory (EMFILE, ENFILE, ENOMEM), or a lease holder asks to wait (EAGAIN): 503, for this request only.</summary>
+    Unavailable,
 }
 
 internal enum FileKind : byte { Regular, Directory, Other }
@@ -53,13 +55,13 @@ internal struct OpenedFile : IDisposable
     public readonly int ReadCached(Span<byte> destination, long offset)
     {
         if (Handle is not null) return RandomAccess.Read(Handle, destination, offset);
+        if (!FileOpener.CanReadNoWait) return -1; // no preadv2 in this libc: the thread pool reads
         while (true)
         {
-            nint n = FileOpener.PreadNoWait(Fd, destination, offset);
+            nint n = FileOpener.PreadNoWait(Fd, destination, offset, out int errno);
             if (n >= 0) return (int)n;
-            int errno = Marshal.GetLastPInvokeError();
             if (errno == FileOpener.EINTR) continue;
-            if (errno == FileOpener.EAGAIN) return -1;
+            if (errno is FileOpener.EAGAIN or FileOpener.ENOSYS) return -1;
             if (errno == FileOpener.EOPNOTSUPP) return FileOpener.Pread(Fd, destination, offset); // a file system without RWF_NOWAIT
             throw new IOException($"pread failed: errno {errno}");
         }
@@ -89,7 +91,8 @@ internal struct OpenedFile : IDisposable
 internal static partial class FileOpener
 {
     private const int O_RDONLY = 0, O_NONBLOCK = 0x800, O_CLOEXEC = 0x80000, O_PATH = 0x200000;
-    internal const int EINTR = 4, EAGAIN = 11, EINVAL = 22, ENOENT = 2, EACCES = 13, ENOTDIR = 20, ENAMETOOLONG = 36, ELOOP = 40, EXDEV = 18, EOPNOTSUPP = 95;
+    internal const int EPERM = 1, ENOENT = 2, EINTR = 4, ENXIO = 6, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EXDEV = 18, ENODEV = 19, ENOTDIR = 20,
+        EINVAL = 22, ENFILE = 23, EMFILE = 24, ENAMETOOLONG = 36, ENOSYS = 38, ELOOP = 40, EOPNOTSUPP = 95;
 
     private static readonly int NoFollow = !OperatingSystem.IsLinux() ? 0 : RuntimeInformation.ProcessArchitecture switch
     {
@@ -104,8 +107,35 @@ internal static partial class FileOpener
         _ => 0,
     };
 
-    /// <summary>Whether raw descriptors (open, statx, preadv2) are used: Linux on the architectures whose flags are known.</summary>
-    public static bool IsNative => NoFollow != 0;
+    // On 32-bit, a file past 2 GiB opens only with O_LARGEFILE (else EOVERFLOW): glibc's open64 adds it, and the
+    // raw openat2 syscall gets nothing from libc, so both opens here pass it themselves. 64-bit kernels force it.
+    private static readonly int LargeFile = Environment.Is64BitProcess || !OperatingSystem.IsLinux() ? 0 : RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X86 => 0x8000,
+        Architecture.Arm => 0x20000,
+        _ => 0,
+    };
+
+    /// <summary>
+    /// Whether raw descriptors (open, statx, preadv2) are used: Linux on the architectures whose flags are known,
+    /// with a statx this process can call. statx is glibc 2.28 and musl 1.2.5, and older container seccomp
+    /// profiles refuse it (EPERM): asked once here, and without it every file goes the managed way, as on other
+    /// systems, instead of failing every request.
+    /// </summary>
+    public static bool IsNative => s_native;
+
+    private static readonly bool s_native = NoFollow != 0 && ProbeStatx();
+
+    private static bool ProbeStatx()
+    {
+        Span<byte> buffer = stackalloc byte[StatxSize];
+        try
+        {
+            if (statx(AT_FDCWD, "/\0"u8, 0, STATX_TYPE, buffer) == 0) return true;
+            return Marshal.GetLastPInvokeError() is not (ENOSYS or EPERM);
+        }
+        catch (EntryPointNotFoundException) { return false; }
+    }
 
     /// <summary>A file under the real path <paramref name="realPath"/> (after Resolve), opened and stat'ed; false when it cannot be opened (gone, unreadable, a link now).</summary>
     public static bool OpenForReading(string realPath, out OpenedFile file)
@@ -113,7 +143,7 @@ internal static partial class FileOpener
         file = new OpenedFile { Fd = -1 };
         if (IsNative)
         {
-            int fd = open(realPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC | NoFollow);
+            int fd = open(realPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC | NoFollow | LargeFile);
             if (fd < 0) return false;
             file.Fd = fd;
             if (!Stat(fd, ref file)) { file.Dispose(); return false; }
@@ -157,7 +187,7 @@ internal static partial class FileOpener
         bool cached = cachedOnly && s_resolveCached;
         var how = new OpenHow
         {
-            Flags = (ulong)(O_RDONLY | O_NONBLOCK | O_CLOEXEC),
+            Flags = (ulong)(O_RDONLY | O_NONBLOCK | O_CLOEXEC | LargeFile),
             Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | (cached ? RESOLVE_CACHED : 0),
         };
         bool added = false;
@@ -178,9 +208,12 @@ internal static partial class FileOpener
                 case EINVAL when cached:
                     s_resolveCached = false; // a kernel before 5.12: every open may wait, as open(2) always could
                     return OpenBeneath(root, relative, out file, cachedOnly: false);
-                case ENOENT or ENOTDIR or EACCES or ENAMETOOLONG: return OpenOutcome.NotFound;
-                case ELOOP or EXDEV: return OpenOutcome.Resolve; // a link on the way: where it leads is Resolve's to judge
-                default: s_openat2 = false; return OpenOutcome.Resolve; // ENOSYS (before Linux 5.6), EPERM (a seccomp filter): never again
+                case var errno:
+                    // Only "this kernel has no openat2" (before Linux 5.6) or "this process may not call it" (a
+                    // seccomp filter answers EPERM for every call, so the root itself is refused too) turn it off
+                    // for good. EPERM can also be one file's (fanotify, a LSM): then it is that file's answer.
+                    if (errno == ENOSYS || (errno == EPERM && ProbeRootRefused(root))) { s_openat2 = false; return OpenOutcome.Resolve; }
+                    return OutcomeOf(errno);
             }
         }
         file.Fd = (int)fd;
@@ -188,7 +221,43 @@ internal static partial class FileOpener
         return OpenOutcome.Opened;
     }
 
-    private static volatile bool s_openat2 = OperatingSystem.IsLinux() && NoFollow != 0;
+    /// <summary>
+    /// What an openat2 errno means for this request (never for the next one). Nothing there, unreadable, or
+    /// nothing a file server serves (ENXIO: a unix socket; ENODEV: a device without a driver; EPERM: refused for
+    /// this file) is 404, as EACCES is (a client learns nothing about what it may not read). Running out of
+    /// descriptors or memory is the server's trouble, not the path's: 503, which says "try again", where nginx
+    /// answers 500 for any open error it does not name. A link on the way, or anything unforeseen, goes to
+    /// Resolve, whose open(2) gives its own answer.
+    /// </summary>
+    internal static OpenOutcome OutcomeOf(int errno) => errno switch
+    {
+        ENOENT or ENOTDIR or EACCES or ENAMETOOLONG or ENXIO or ENODEV or EPERM => OpenOutcome.NotFound,
+        EMFILE or ENFILE or ENOMEM or EAGAIN => OpenOutcome.Unavailable,
+        _ => OpenOutcome.Resolve, // ELOOP, EXDEV: a link on the way, where it leads is Resolve's to judge
+    };
+
+    /// <summary>EPERM on a file: is it the process (seccomp: "." beneath the root is refused too) rather than the file?</summary>
+    private static bool ProbeRootRefused(SafeFileHandle root)
+    {
+        var how = new OpenHow { Flags = (ulong)(O_PATH | O_CLOEXEC), Resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+        bool added = false;
+        try
+        {
+            root.DangerousAddRef(ref added);
+            nint fd;
+            do fd = openat2(SYS_openat2, (int)root.DangerousGetHandle(), ".\0"u8, ref how, Marshal.SizeOf<OpenHow>());
+            while (fd < 0 && Marshal.GetLastPInvokeError() == EINTR);
+            if (fd >= 0) { close((int)fd); return false; }
+            return Marshal.GetLastPInvokeError() is EPERM or ENOSYS;
+        }
+        catch (ObjectDisposedException) { return false; }
+        finally { if (added) root.DangerousRelease(); }
+    }
+
+    /// <summary>For tests: whether openat2 is still in use (an errno of one request must not turn it off for the process).</summary>
+    internal static bool Openat2InUse => s_openat2;
+
+    private static volatile bool s_openat2 = OperatingSystem.IsLinux() && IsNative;
     private static volatile bool s_resolveCached = true;
 
     /// <summary>The root directory as a descriptor for OpenBeneath (O_PATH: no read permission needed, nothing read); -1 if it cannot be opened.</summary>
@@ -241,21 +310,43 @@ internal static partial class FileOpener
     {
         while (true)
         {
-            nint n = pread(fd, destination, destination.Length, offset);
+            nint n = Environment.Is64BitProcess ? pread(fd, destination, destination.Length, offset) : pread64(fd, destination, destination.Length, offset);
             if (n >= 0) return (int)n;
             int errno = Marshal.GetLastPInvokeError();
             if (errno != EINTR) throw new IOException($"pread failed: errno {errno}");
         }
     }
 
-    public static unsafe nint PreadNoWait(int fd, Span<byte> destination, long offset)
+    /// <summary>
+    /// preadv2 with RWF_NOWAIT: bytes read, or -1 with <paramref name="errno"/> (EAGAIN: not cached). A libc
+    /// without preadv2 (before glibc 2.26, musl) answers ENOSYS, once: after that <see cref="CanReadNoWait"/> is false.
+    /// </summary>
+    public static unsafe nint PreadNoWait(int fd, Span<byte> destination, long offset, out int errno)
     {
-        fixed (byte* p = destination)
+        errno = 0;
+        nint n;
+        try
         {
-            var vector = new IoVec { Base = (nint)p, Length = destination.Length };
-            return preadv2(fd, ref vector, 1, offset, RWF_NOWAIT);
+            fixed (byte* p = destination)
+            {
+                var vector = new IoVec { Base = (nint)p, Length = destination.Length };
+                n = Environment.Is64BitProcess ? preadv2(fd, ref vector, 1, offset, RWF_NOWAIT) : preadv64v2(fd, ref vector, 1, offset, RWF_NOWAIT);
+            }
         }
+        catch (EntryPointNotFoundException)
+        {
+            s_preadv2 = false;
+            errno = ENOSYS;
+            return -1;
+        }
+        if (n < 0) errno = Marshal.GetLastPInvokeError();
+        return n;
     }
+
+    /// <summary>False once preadv2 turned out to be missing from this libc: then no read can promise not to wait, and every one goes to the thread pool.</summary>
+    public static bool CanReadNoWait => s_preadv2;
+
+    private static volatile bool s_preadv2 = true;
 
     public static void Close(int fd) => close(fd);
 
@@ -299,11 +390,20 @@ internal static partial class FileOpener
     [LibraryImport("libc", SetLastError = true)]
     private static partial int statx(int dirFd, ReadOnlySpan<byte> pathZ, int flags, uint mask, Span<byte> buffer);
 
+    // The offset is off_t: 64 bits on a 64-bit process, 32 on a 32-bit one, where only the *64 entry points
+    // take the long these declarations pass. Which one is called is decided by Environment.Is64BitProcess (a
+    // constant to the JIT), so a 64-bit process never needs the *64 names (musl may drop them).
     [LibraryImport("libc", SetLastError = true)]
     private static partial nint pread(int fd, Span<byte> buffer, nint count, long offset);
 
     [LibraryImport("libc", SetLastError = true)]
+    private static partial nint pread64(int fd, Span<byte> buffer, nint count, long offset);
+
+    [LibraryImport("libc", SetLastError = true)]
     private static partial nint preadv2(int fd, ref IoVec vector, int count, long offset, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial nint preadv64v2(int fd, ref IoVec vector, int count, long offset, int flags);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int close(int fd);

@@ -17,7 +17,8 @@ namespace PipeServer.StaticFiles;
 //               cannot leave the root (the kernel checks), from the dentry cache only (RESOLVE_CACHED): a path
 //               whose lookup would read a directory from disk is opened on the thread pool instead; a path
 //               with a link in it goes by StaticPath.Resolve (realpath, then "is it still under the root?")
-//               and an O_NOFOLLOW open
+//               and an O_NOFOLLOW open. An open that fails answers for its request only: 404 (nothing
+//               there, unreadable, a socket or device), 503 (out of descriptors or memory: FileOpener.OutcomeOf)
 //   directory   no trailing slash -> 301 to the slash form; else the index file, a listing if enabled, or 404
 //   file        one descriptor per request, closed in a finally whatever happens: served, client gone, aborted
 //   validators  from that descriptor (fstat): length + mtime -> strong ETag, Last-Modified. Nothing is cached
@@ -140,6 +141,7 @@ public sealed class StaticFileHandler
             switch (outcome)
             {
                 case OpenOutcome.NotFound: return NotFound(response);
+                case OpenOutcome.Unavailable: return Unavailable(response);
                 case OpenOutcome.Opened: return ServeOpened(request, response, opened, root, relativeBytes, trailingSlash);
                 case OpenOutcome.WouldBlock: return OpenOnThreadPoolAsync(request, response, root, relativeBytes.ToArray(), trailingSlash);
             }
@@ -165,6 +167,7 @@ public sealed class StaticFileHandler
         switch (outcome)
         {
             case OpenOutcome.NotFound: await NotFound(response).ConfigureAwait(false); break;
+            case OpenOutcome.Unavailable: await Unavailable(response).ConfigureAwait(false); break;
             case OpenOutcome.Opened: await ServeOpened(request, response, opened, root, relative, trailingSlash).ConfigureAwait(false); break;
             default: await ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash).ConfigureAwait(false); break;
         }
@@ -200,6 +203,8 @@ public sealed class StaticFileHandler
                 case OpenOutcome.Opened:
                     indexFile.Dispose();
                     break;
+                case OpenOutcome.Unavailable:
+                    return Unavailable(response);
                 case OpenOutcome.Resolve: // the index is a link: Resolve judges where it leads
                     return ServeResolved(request, response, Encoding.UTF8.GetString(relative), trailingSlash);
             }
@@ -483,6 +488,13 @@ public sealed class StaticFileHandler
     }
 
     private static ValueTask NotFound(HttpResponse response) => Simple(response, 404, "Not Found\n");
+
+    /// <summary>The process is out of descriptors or memory (or a lease holder asks to wait): the path is fine, try again soon.</summary>
+    private static ValueTask Unavailable(HttpResponse response)
+    {
+        response.Headers.Set("Retry-After", "1");
+        return Simple(response, 503, "Service Unavailable\n");
+    }
 
     private static ValueTask Simple(HttpResponse response, int status, string text)
     {

@@ -20,6 +20,12 @@ namespace PipeServer.Transports;
 // file send as it times an ordinary one: 4 KiB at a time, the size of a pipe block. Abort() ends a file send
 // in progress (the task fails); the transport never touches the file after the task completes, so the caller
 // closes it then, whatever the outcome.
+//
+// What keeps the descriptor open during the send is that contract (the caller awaits before it closes), not
+// the reference FileSend takes on the handle. On Linux the static file handler passes a borrowed handle
+// (OpenedFile.AsHandle: ownsHandle false) over a raw descriptor that OpenedFile.Dispose closes directly; the
+// reference only keeps that SafeHandle object from being marked closed, and a handle that owns its descriptor
+// from being closed (and the number reused) by a Dispose that raced the send.
 
 /// <summary>A transport connection that can send a range of a file to the peer without copying it through managed memory.</summary>
 internal interface ISendFileFeature
@@ -35,7 +41,9 @@ internal interface ISendFileFeature
 
 /// <summary>
 /// One connection's file send in progress (made on the connection's first, reused for the next): the range left
-/// and the task the protocol awaits. Touched by one sending thread at a time (the loop, or the send loop).
+/// and the task the protocol awaits. Offset and Left are touched by one sending thread at a time (the loop, or
+/// the send loop). Completion can be raced (a handler's thread whose post to a stopped loop failed, and that
+/// loop's last pass closing the connection): exactly one <see cref="Complete"/> wins, the others do nothing.
 /// </summary>
 internal sealed class FileSend : IValueTaskSource
 {
@@ -43,8 +51,7 @@ internal sealed class FileSend : IValueTaskSource
     public const long StallUnitBytes = 4096;
 
     private ManualResetValueTaskSourceCore<bool> _core;
-    private SafeFileHandle? _file;
-    private bool _addedRef;
+    private SafeFileHandle? _file; // non-null while active; published last by Start, taken once by Complete (Interlocked)
 
     /// <param name="runContinuationsAsynchronously">False on an event loop (the handler continues inline, run to
     /// completion); true where the completing thread is a send loop that must not run the handler's next writes.</param>
@@ -53,32 +60,38 @@ internal sealed class FileSend : IValueTaskSource
     public long Offset;
     public long Left;
 
-    public bool IsActive => _file is not null;
+    public bool IsActive => Volatile.Read(ref _file) is not null;
 
-    /// <summary>The file's descriptor (valid while active: the handle is ref-counted open until <see cref="Complete"/>).</summary>
-    public int FileDescriptor => (int)_file!.DangerousGetHandle();
+    /// <summary>The file's descriptor while active (open because the caller awaits the send before closing it: see the contract above); -1 once completed.</summary>
+    public int FileDescriptor => Volatile.Read(ref _file) is { } file ? (int)file.DangerousGetHandle() : -1;
 
-    public SafeFileHandle File => _file!;
+    public SafeFileHandle File => Volatile.Read(ref _file) ?? throw new ObjectDisposedException(nameof(FileSend));
 
     public ValueTask Start(SafeFileHandle file, long offset, long count)
     {
         _core.Reset();
-        _addedRef = false;
-        file.DangerousAddRef(ref _addedRef); // a handle closed under us cannot have its number reused mid-send
-        _file = file;
+        bool added = false;
+        // Throws, leaving nothing to undo, on a handle already closed; else released exactly once, by Complete. It
+        // guards an owning handle's Dispose only: a borrowed one's descriptor is closed by its owner regardless.
+        file.DangerousAddRef(ref added);
         Offset = offset;
         Left = count;
-        return new ValueTask(this, _core.Version);
+        var task = new ValueTask(this, _core.Version);
+        Volatile.Write(ref _file, file); // last: whoever sees the send active (another thread) sees its range too
+        return task;
     }
 
-    /// <summary>Ends the send: success, or the error the awaiting caller sees. Last thing a transport does with it (the caller may continue inline).</summary>
-    public void Complete(Exception? error)
+    /// <summary>
+    /// Ends the send: success, or the error the awaiting caller sees. Last thing a transport does with it (the
+    /// caller may continue inline). False, and nothing done, when it was not active (another completion won).
+    /// </summary>
+    public bool Complete(Exception? error)
     {
-        var file = _file;
-        _file = null;
-        if (_addedRef) { _addedRef = false; file?.DangerousRelease(); }
+        if (Interlocked.Exchange(ref _file, null) is not { } file) return false;
+        file.DangerousRelease();
         if (error is null) _core.SetResult(true);
         else _core.SetException(error);
+        return true;
     }
 
     void IValueTaskSource.GetResult(short token) => _core.GetResult(token);

@@ -306,6 +306,34 @@ public class StaticFileSocketTests
     }
 
     [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
+    public async Task A_unix_socket_under_the_root_is_404_and_openat2_stays_on_for_the_next_request(string transport)
+    {
+        await using var s = await StaticFileServer.StartAsync(transport, populate: root =>
+        {
+            // bind(2) leaves the socket's inode behind when the socket is closed: open(2) of it fails with ENXIO.
+            using var unix = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+            unix.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(Path.Combine(root, "app.sock")));
+        });
+        Assert.Equal(404, (await s.GetAsync("/app.sock")).Status);
+        // One file's errno is that request's answer, not a reason to give up openat2 for the whole process.
+        Assert.Equal(OperatingSystem.IsLinux(), PipeServer.StaticFiles.FileOpener.Openat2InUse);
+        Assert.Equal("Hello, files!\n", (await s.GetAsync("/hello.txt")).BodyText);
+        Assert.Equal(OperatingSystem.IsLinux(), PipeServer.StaticFiles.FileOpener.Openat2InUse);
+        Assert.Equal(0, s.OpenHandlesUnderTree());
+    }
+
+    [Fact]
+    public void An_openat2_errno_is_answered_for_its_request_only()
+    {
+        // 404: nothing there, unreadable, or nothing a file server serves (a socket, a device, refused by a LSM).
+        foreach (int errno in new[] { 2, 20, 13, 36, 6, 19, 1 }) Assert.Equal(PipeServer.StaticFiles.OpenOutcome.NotFound, PipeServer.StaticFiles.FileOpener.OutcomeOf(errno));
+        // 503: out of descriptors (EMFILE, ENFILE) or memory, or a lease asks to wait.
+        foreach (int errno in new[] { 24, 23, 12, 11 }) Assert.Equal(PipeServer.StaticFiles.OpenOutcome.Unavailable, PipeServer.StaticFiles.FileOpener.OutcomeOf(errno));
+        // A link on the way (ELOOP, EXDEV) and anything unforeseen: the portable path decides, this time.
+        foreach (int errno in new[] { 40, 18, 5 }) Assert.Equal(PipeServer.StaticFiles.OpenOutcome.Resolve, PipeServer.StaticFiles.FileOpener.OutcomeOf(errno));
+    }
+
+    [Theory, MemberData(nameof(TransportData.All), MemberType = typeof(TransportData))]
     public async Task A_large_file_arrives_whole(string transport)
     {
         var content = new byte[3 * 1024 * 1024 + 17];

@@ -32,7 +32,11 @@ namespace PipeServer.Transports.Linux;
 // what the pipe holds first (with MSG_MORE, so head and file share a segment), then sendfile(2)s the range,
 // at most MaxFileSendBytes per call and a few calls per pass, so one download cannot hold the loop; a partial
 // send means the socket is full, and EPOLLOUT is armed as for an ordinary send. sendfile has no MSG_DONTWAIT,
-// so the fd is put into non-blocking mode (one fcntl, the first time the connection sends a file).
+// so the fd is put into non-blocking mode (one fcntl, the first time the connection sends a file). sendfile
+// also reads the file inside the syscall, whatever the file's O_NONBLOCK says: before each call, one-byte
+// preadv2 RWF_NOWAIT reads ask whether both ends of the window are in the page cache, and if not, the window is
+// read on the thread pool (StartFileWarmUp) and the send goes on when it is back, so a cold file does not
+// stall the loop's other connections. (A page evicted alone in the middle of a window is not seen: rare.)
 //
 // State: fields marked "loop only" are touched by the loop thread alone; Abort, RequestLingeringClose,
 // the pending send (TransportConnection), the byte counters and RunAsync are safe from any thread.
@@ -93,6 +97,14 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
     private FileSend? _file;                  // made on the first file send, reused; active from SendFileAsync until it completes
     private bool _fileQueued;                 // a file send is active and waits for the pipe's bytes to go first (loop only)
     private bool _nonBlocking;                // the fd is O_NONBLOCK (set before the first sendfile)
+    private bool _fileWarming;                // the file's next window is being read into the page cache on the thread pool (loop only)
+    private long _warmOffset, _warmCount;     // that window (loop only; read by the warm-up once, after it was queued)
+    private static readonly Action<object?> s_fileWarmed = static s => ((LinuxConnection)s!).OnFileWarmed();
+    private static readonly WaitCallback s_warmFile = static s => ((LinuxConnection)s!).WarmFileWindow();
+    private static long s_fileWarmUps;
+
+    /// <summary>For tests: how many file windows were read into the page cache off the loop before their sendfile.</summary>
+    internal static long FileWarmUps => Interlocked.Read(ref s_fileWarmUps);
 
     internal LinuxConnection(Socket socket, EventLoop loop, PipeOptions inputOptions, PipeOptions outputOptions, Action onPeerFailure)
     {
@@ -152,7 +164,9 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         if (send.IsActive) throw new InvalidOperationException("A file send is already in progress on this connection.");
         var task = send.Start(file, offset, count);
         if (_loop.IsOnLoop) StartFileOnLoop();
-        else if (!_loop.TryPost(s_startFile, this)) send.Complete(new IOException("The connection is closed.")); // the loop stopped: it is being reset
+        // The loop stopped: it is being reset. Its last pass may be closing this connection and completing the
+        // send at the same moment; FileSend.Complete lets exactly one of the two finish it.
+        else if (!_loop.TryPost(s_startFile, this)) send.Complete(new IOException("The connection is closed."));
         return task;
     }
 
@@ -490,8 +504,11 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
     private void PumpFile()
     {
         var send = _file!;
+        if (_fileWarming) return; // OnFileWarmed queues the next pass
         for (int calls = 0; send.Left > 0; calls++)
         {
+            int fileFd = send.FileDescriptor;
+            if (fileFd < 0) { _fileQueued = false; return; } // completed meanwhile (the connection closed): nothing left to send
             if (calls == FileSendsPerPass)
             {
                 if (!_sendQueued) { _sendQueued = true; _loop.QueueSend(this); }
@@ -499,7 +516,16 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
             }
             long want = Math.Min(send.Left, MaxFileSendBytes);
             long offset = send.Offset;
-            nint sent = LinuxNative.SendFile(_fd, send.FileDescriptor, ref offset, want);
+            // sendfile reads the file inside the syscall, ignoring O_NONBLOCK on it: a window not in the page
+            // cache would hold this loop, and every connection on it, for a disk read. Both ends of the window
+            // are asked (a page in the middle evicted alone is possible, and rare); if either is missing, the
+            // window is read on the thread pool and this send continues when it is cached.
+            if (!LinuxNative.IsCached(fileFd, offset) || !LinuxNative.IsCached(fileFd, offset + want - 1))
+            {
+                StartFileWarmUp(offset, want);
+                return;
+            }
+            nint sent = LinuxNative.SendFile(_fd, fileFd, ref offset, want);
             if (sent == 0) { FinishFile(new IOException("The file became shorter while it was being sent.")); return; }
             if (sent < 0)
             {
@@ -532,7 +558,55 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         FinishFile(null);
     }
 
-    /// <summary>The file send is over: the awaiting handler continues, inline, so nothing here touches the send afterwards.</summary>
+    /// <summary>Loop only: reads the window into the page cache on the thread pool; no send of this file until it is back.</summary>
+    private void StartFileWarmUp(long offset, long count)
+    {
+        _fileWarming = true;
+        _warmOffset = offset;
+        _warmCount = count;
+        Interlocked.Increment(ref s_fileWarmUps);
+        ThreadPool.UnsafeQueueUserWorkItem(s_warmFile, this);
+    }
+
+    /// <summary>
+    /// On the thread pool: reads the window (and drops the bytes: only the page cache is wanted), then hands the
+    /// send back to the loop. The send is still active while this runs, so its caller has not closed the file,
+    /// unless the connection closed meanwhile (which completes the send): a read of a descriptor closed or
+    /// reused under it then fails or reads bytes nobody uses, and pread moves no file offset.
+    /// </summary>
+    private void WarmFileWindow()
+    {
+        int fd = _file?.FileDescriptor ?? -1;
+        if (fd >= 0)
+        {
+            var buffer = ArrayPool<byte>.Shared.Rent(64 * 1024);
+            try
+            {
+                long offset = Volatile.Read(ref _warmOffset), end = offset + Volatile.Read(ref _warmCount);
+                while (offset < end)
+                {
+                    nint n = LinuxNative.Pread(fd, buffer.AsSpan(0, (int)Math.Min(buffer.Length, end - offset)), offset);
+                    if (n <= 0) break; // the end of the file, or an error: sendfile meets it again and reports it
+                    offset += n;
+                }
+            }
+            finally { ArrayPool<byte>.Shared.Return(buffer); }
+        }
+        if (!_loop.TryPost(s_fileWarmed, this)) return; // the loop stopped: its last pass resets this connection and fails the send
+    }
+
+    /// <summary>Loop only: the window is cached; the send goes on at the end of this pass.</summary>
+    private void OnFileWarmed()
+    {
+        _fileWarming = false;
+        if (_isClosed || _file is not { IsActive: true }) return;
+        if (!_sendQueued && !_writeBlocked) { _sendQueued = true; _loop.QueueSend(this); }
+    }
+
+    /// <summary>
+    /// The file send is over: the awaiting handler continues, inline, so nothing here touches the send afterwards.
+    /// A completion that lost (SendFileAsync's thread already failed it: the loop had stopped) does nothing.
+    /// </summary>
     private void FinishFile(Exception? error)
     {
         _fileQueued = false;

@@ -39,8 +39,8 @@ internal static partial class LinuxNative
     // errno(3)
     public const int EINTR = 4, EAGAIN = 11, EPIPE = 32, ECONNRESET = 104;
 
-    /// <summary>Bytes per epoll_event: 12 on x86-64 (the kernel declares it packed there), 16 elsewhere.</summary>
-    public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
+    /// <summary>Bytes per epoll_event: 12 on x86-64 (the kernel declares it packed there) and i386, 16 elsewhere.</summary>
+    public static readonly int EpollEventSize = RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86 ? 12 : 16;
     private static readonly int EpollDataOffset = EpollEventSize == 12 ? 4 : 8;
 
     [LibraryImport(Libc, SetLastError = true)]
@@ -61,8 +61,70 @@ internal static partial class LinuxNative
     [LibraryImport(Libc, EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint sendmsg_raw(int fd, in MessageHeader msg, int flags);
 
+    // The offset is off_t*: 64 bits on a 64-bit process, 32 on a 32-bit one, where only sendfile64 takes the
+    // long this passes. SendFile picks by Environment.Is64BitProcess (a JIT constant), so a 64-bit process never
+    // needs the *64 name (musl keeps it only for old binaries).
     [LibraryImport(Libc, EntryPoint = "sendfile", SetLastError = true)]
     private static partial nint sendfile_raw(int outFd, int inFd, ref long offset, nint count);
+
+    [LibraryImport(Libc, EntryPoint = "sendfile64", SetLastError = true)]
+    private static partial nint sendfile64_raw(int outFd, int inFd, ref long offset, nint count);
+
+    [LibraryImport(Libc, EntryPoint = "preadv2", SetLastError = true)]
+    private static partial nint preadv2_raw(int fd, ref IoVector vector, int count, long offset, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "preadv64v2", SetLastError = true)]
+    private static partial nint preadv64v2_raw(int fd, ref IoVector vector, int count, long offset, int flags);
+
+    [LibraryImport(Libc, EntryPoint = "pread", SetLastError = true)]
+    private static partial nint pread_raw(int fd, Span<byte> buffer, nint count, long offset);
+
+    [LibraryImport(Libc, EntryPoint = "pread64", SetLastError = true)]
+    private static partial nint pread64_raw(int fd, Span<byte> buffer, nint count, long offset);
+
+    /// <summary>pread(2), retried on EINTR; it may wait for a disk, so never on a loop. Bytes read, 0 at the end, -1 with errno.</summary>
+    public static nint Pread(int fd, Span<byte> buffer, long offset)
+    {
+        while (true)
+        {
+            nint n = Environment.Is64BitProcess ? pread_raw(fd, buffer, buffer.Length, offset) : pread64_raw(fd, buffer, buffer.Length, offset);
+            if (n >= 0 || Marshal.GetLastPInvokeError() != EINTR) return n;
+        }
+    }
+
+    private const int RWF_NOWAIT = 0x8;
+    private static volatile bool s_preadv2 = true;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVector
+    {
+        public nint Base;
+        public nint Length;
+    }
+
+    /// <summary>
+    /// Whether the byte of <paramref name="fd"/> at <paramref name="offset"/> is in the page cache: a one-byte
+    /// preadv2 with RWF_NOWAIT, which never waits for a disk. True when it cannot tell (no preadv2 in this libc,
+    /// a file system without RWF_NOWAIT, the file's end): the caller then does what it did before it asked.
+    /// </summary>
+    public static unsafe bool IsCached(int fd, long offset)
+    {
+        if (!s_preadv2) return true;
+        byte one;
+        var vector = new IoVector { Base = (nint)(&one), Length = 1 };
+        try
+        {
+            while (true)
+            {
+                nint n = Environment.Is64BitProcess ? preadv2_raw(fd, ref vector, 1, offset, RWF_NOWAIT) : preadv64v2_raw(fd, ref vector, 1, offset, RWF_NOWAIT);
+                if (n >= 0) return true;
+                int errno = Marshal.GetLastPInvokeError();
+                if (errno == EINTR) continue;
+                return errno != EAGAIN;
+            }
+        }
+        catch (EntryPointNotFoundException) { s_preadv2 = false; return true; }
+    }
 
     // fcntl is variadic in C; one int after the command is passed exactly as a fixed argument (as ioctl below).
     [LibraryImport(Libc, EntryPoint = "fcntl", SetLastError = true)]
@@ -130,7 +192,9 @@ internal static partial class LinuxNative
     /// argument: it blocks unless the socket is O_NONBLOCK (see <see cref="SetNonBlocking"/>). No SIGPIPE: the
     /// runtime ignores it. Returns bytes sent, 0 at the file's end, -1 with errno (EAGAIN: the socket is full).
     /// </summary>
-    public static nint SendFile(int socketFd, int fileFd, ref long offset, long count) => sendfile_raw(socketFd, fileFd, ref offset, (nint)count);
+    public static nint SendFile(int socketFd, int fileFd, ref long offset, long count) => Environment.Is64BitProcess
+        ? sendfile_raw(socketFd, fileFd, ref offset, (nint)count)
+        : sendfile64_raw(socketFd, fileFd, ref offset, (nint)count);
 
     /// <summary>True when the descriptor is in non-blocking mode (O_NONBLOCK); false on error.</summary>
     public static bool IsNonBlocking(int fd)
