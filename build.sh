@@ -7,7 +7,7 @@
 #   ./build.sh bench                 micro-benchmarks, then the end-to-end comparison with Kestrel
 #   ./build.sh bench micro [args]    BenchmarkDotNet micro-benchmarks only (e.g. --filter '*Parser*')
 #   ./build.sh bench e2e [R] [S]     PipeServer, Kestrel, tuned Kestrel and nginx under wrk: R rounds of S seconds (installs wrk, nginx, strace, gnuplot)
-#   ./build.sh bench files [S]       PipeServer --root beside nginx (sendfile on): a 1 KiB file at 64 connections, a 32 MiB download (installs wrk, nginx)
+#   ./build.sh bench files [S] [opts]  PipeServer --root beside nginx (sendfile on), side by side, rotated rounds (ROUNDS=3): a 1 KiB file at 64 connections, a 32 MiB download (installs wrk, nginx)
 #   ./build.sh bench tls [R] [S]     PipeServer beside Kestrel over TLS, same certificate: keep-alive requests/s and full handshakes/s
 #   ./build.sh bench idle [N] [R]    RSS per idle keep-alive connection (N open, R rounds): PipeServer on each transport, Kestrel
 #   ./build.sh publish [--aot]       release build in artifacts/publish (JIT), or a Native AOT executable in artifacts/publish-aot

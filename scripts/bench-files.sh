@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# ./build.sh bench files [SECONDS]: PipeServer --root beside nginx (sendfile on) serving the same files —
-# a 1 KiB file at 64 connections (requests/s) and a 32 MiB download at 4 connections (bytes/s). Each server
-# is pinned to core 0 and wrk to core 1; a warm-up of WARMUP seconds (default 15, as bench e2e: tiered JIT and
-# PGO take that long on a loaded core, and a 2 s warm-up measured the JIT, not the server), then one run of
-# SECONDS (default 5) per scenario. Both servers get the same warm-up.
-# A smoke run, not a measurement: one round, no rotation, and on a shared machine the figures move by
-# tens of percent. PipeServer's allocation figure is its own total (GC.GetTotalAllocatedBytes, logged at
-# exit) divided by the requests it served, start-up included: an upper bound on bytes per request.
+# ./build.sh bench files [SECONDS] [server options]: PipeServer --root beside nginx (sendfile on) serving the
+# same files — a 1 KiB file at 64 connections (requests/s) and a 32 MiB download at 4 connections (bytes/s).
+# Both servers run side by side, each pinned to core 0, and wrk (1 thread) to core 1; each is warmed up for
+# WARMUP seconds (default 15, as bench e2e: tiered JIT and PGO take that long on a loaded core, and a 2 s
+# warm-up measured the JIT, not the server), then ROUNDS rounds (default 3) of SECONDS (default 5) per scenario
+# and server, the order rotated each round so neither always runs second; the report gives medians, each
+# round's ratio, and CPU per request / per download (utime+stime of the process). PipeServer's allocation
+# figure is its own total (GC.GetTotalAllocatedBytes, logged at exit) divided by the requests it served,
+# start-up included: an upper bound on bytes per request.
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RUN="${1:-5}"
 WARMUP="${WARMUP:-15}"
+ROUNDS="${ROUNDS:-3}"
 ensure_tool wrk
 ensure_tool taskset util-linux
 ensure_tool curl
@@ -43,14 +45,6 @@ run_wrk() {
   echo "$rps $bps"
 }
 
-measure() { # SERVER PORT -> sets SMALL_RPS BIG_BPS
-  run_wrk "$2" 64 /small.bin "$WARMUP" >/dev/null   # warm-up (JIT, page cache)
-  read -r SMALL_RPS _ <<<"$(run_wrk "$2" 64 /small.bin "$SECONDS_PER_RUN")"
-  run_wrk "$2" 4 /big.bin 2 >/dev/null
-  read -r _ BIG_BPS <<<"$(run_wrk "$2" 4 /big.bin "$SECONDS_PER_RUN")"
-  echo "$1: 1 KiB x 64 connections: $SMALL_RPS requests/s; 32 MiB x 4 connections: $((BIG_BPS / 1048576)) MiB/s"
-}
-
 EXTRA_ARGS="${*:2}"
 echo "PipeServer --root (${EXTRA_ARGS:-default transport}, pinned to core 0)..."
 SERVER_LOG="$(mktemp)"
@@ -61,11 +55,6 @@ for _ in $(seq 1 400); do
   [ -n "$PORT" ] && break; sleep 0.05
 done
 [ -n "$PORT" ] || { cat "$SERVER_LOG" >&2; exit 1; }
-measure PipeServer "$PORT"; P_SMALL=$SMALL_RPS; P_BIG=$BIG_BPS
-served="$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^http_server_request_duration_seconds_count/ {s+=$NF} END {printf "%d", s}')"
-stop_server
-cp "$SERVER_LOG" "$WORK/pipeserver.log"
-allocated="$(sed -n 's/.* \([0-9]*\) bytes allocated in total.*/\1/p' "$SERVER_LOG" | tail -1)"
 
 echo "nginx $(nginx -v 2>&1 | sed 's|.*nginx/||') (sendfile on, one worker, pinned to core 0)..."
 NPORT="$(free_port)"
@@ -73,12 +62,54 @@ mkdir -p "$WORK/nginx"
 sed -e "s|__PORT__|$NPORT|g" -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__ROOT__|$FILES|g" "$ROOT/benchmarks/nginx/nginx-files.conf" >"$WORK/nginx/nginx.conf"
 taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & NGINX_PID=$!
 for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$NPORT/small.bin" && break; sleep 0.05; done
-measure nginx "$NPORT"; N_SMALL=$SMALL_RPS; N_BIG=$BIG_BPS
+
+# nginx forks its worker: its CPU is the master's and the worker's together.
+pids_of() { if [ "$1" = nginx ]; then echo "$NGINX_PID $(pgrep -P "$NGINX_PID" || true)"; else echo "$SERVER_PID"; fi; }
+cpu_ticks() { local t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+port_of() { if [ "$1" = nginx ]; then echo "$NPORT"; else echo "$PORT"; fi; }
+CLK_TCK="$(getconf CLK_TCK)"
+
+for s in pipeserver nginx; do
+  run_wrk "$(port_of $s)" 64 /small.bin "$WARMUP" >/dev/null   # warm-up (JIT, page cache)
+  run_wrk "$(port_of $s)" 4 /big.bin 5 >/dev/null
+done
+
+# one_round SERVER SCENARIO: appends "rate cpu_us_per_unit" to WORK/SCENARIO.SERVER (unit: a request, or a 32 MiB download)
+one_round() {
+  local s=$1 sc=$2 t0 t1 rate bps
+  t0=$(cpu_ticks "$s")
+  if [ "$sc" = small ]; then read -r rate bps <<<"$(run_wrk "$(port_of "$s")" 64 /small.bin "$SECONDS_PER_RUN")"
+  else read -r rate bps <<<"$(run_wrk "$(port_of "$s")" 4 /big.bin "$SECONDS_PER_RUN")"; rate=$bps; fi
+  t1=$(cpu_ticks "$s")
+  awk -v r="$rate" -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v sc="$sc" -v secs="$SECONDS_PER_RUN" 'BEGIN {
+        units = (sc == "small") ? r * secs : r * secs / 33554432
+        printf "%s %.2f\n", r, (units > 0 ? d / hz * 1e6 / units : 0) }' >>"$WORK/$sc.$s"
+}
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) -eq 1 ]; then order="pipeserver nginx"; else order="nginx pipeserver"; fi
+  for sc in small big; do for s in $order; do one_round "$s" "$sc"; done; done
+  echo "round $r of $ROUNDS done"
+done
+median_col() { sort -n -k"$2" "$1" | awk -v c="$2" '{v[NR] = $c} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+P_SMALL=$(median_col "$WORK/small.pipeserver" 1); N_SMALL=$(median_col "$WORK/small.nginx" 1)
+P_BIG=$(median_col "$WORK/big.pipeserver" 1);     N_BIG=$(median_col "$WORK/big.nginx" 1)
+P_SMALL_CPU=$(median_col "$WORK/small.pipeserver" 2); N_SMALL_CPU=$(median_col "$WORK/small.nginx" 2)
+P_BIG_CPU=$(median_col "$WORK/big.pipeserver" 2);     N_BIG_CPU=$(median_col "$WORK/big.nginx" 2)
+round_ratios() { paste -d' ' "$WORK/$1.pipeserver" "$WORK/$1.nginx" | awk '{printf "%s%.2f", (NR > 1 ? ", " : ""), $1 / $3}'; }
+
+served="$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^http_server_request_duration_seconds_count/ {s+=$NF} END {printf "%d", s}')"
+stop_server
+cp "$SERVER_LOG" "$WORK/pipeserver.log"
+allocated="$(sed -n 's/.* \([0-9]*\) bytes allocated in total.*/\1/p' "$SERVER_LOG" | tail -1)"
 
 echo
-echo "| scenario | PipeServer | nginx | ratio |"
-echo "| --- | ---: | ---: | ---: |"
-awk -v p="$P_SMALL" -v n="$N_SMALL" 'BEGIN { printf "| 1 KiB file, 64 connections: requests/s | %.0f | %.0f | %.2f |\n", p, n, p / n }'
-awk -v p="$P_BIG" -v n="$N_BIG" 'BEGIN { printf "| 32 MiB file, 4 connections: MiB/s | %.0f | %.0f | %.2f |\n", p / 1048576, n / 1048576, p / n }'
+echo "Medians of $ROUNDS rounds of ${SECONDS_PER_RUN}s after ${WARMUP}s of warm-up (PipeServer: ${EXTRA_ARGS:-default transport}):"
+echo
+echo "| scenario | PipeServer | nginx | ratio | each round's ratio |"
+echo "| --- | ---: | ---: | ---: | --- |"
+awk -v p="$P_SMALL" -v n="$N_SMALL" -v rr="$(round_ratios small)" 'BEGIN { printf "| 1 KiB file, 64 connections: requests/s | %.0f | %.0f | %.2f | %s |\n", p, n, p / n, rr }'
+awk -v p="$P_SMALL_CPU" -v n="$N_SMALL_CPU" 'BEGIN { printf "| ↳ CPU per request (us) | %.2f | %.2f | %.2f | |\n", p, n, p / n }'
+awk -v p="$P_BIG" -v n="$N_BIG" -v rr="$(round_ratios big)" 'BEGIN { printf "| 32 MiB file, 4 connections: MiB/s | %.0f | %.0f | %.2f | %s |\n", p / 1048576, n / 1048576, p / n, rr }'
+awk -v p="$P_BIG_CPU" -v n="$N_BIG_CPU" 'BEGIN { printf "| ↳ CPU per download (us) | %.0f | %.0f | %.2f | |\n", p, n, p / n }'
 [ -n "$allocated" ] && [ "${served:-0}" -gt 0 ] && awk -v a="$allocated" -v r="$served" 'BEGIN { printf "PipeServer allocated %.0f bytes per request (total %d bytes over %d requests, start-up included: an upper bound)\n", a / r, a, r }'
-echo "(one short round on a shared 2-core machine: a smoke run, not a measurement)"
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (above ~2, other work shared the machine)."
