@@ -74,17 +74,6 @@ start_one() {
   wait_ready "$s"
 }
 start_servers() { local s; for s in "${SERVERS[@]}"; do start_one "$s"; done; }
-stop_servers() {
-  local s
-  for s in "${SERVERS[@]}"; do
-    [ -n "${PID[$s]:-}" ] || continue
-    kill -TERM "${PID[$s]}" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "${PID[$s]}" 2>/dev/null || true
-    wait "${PID[$s]}" 2>/dev/null || true
-    PID[$s]=""
-  done
-}
 trap 'stop_servers; rm -rf "$WORK"' EXIT
 
 cat >"$WORK/pipeline.lua" <<'LUA'
@@ -98,8 +87,6 @@ request = function() return req end
 LUA
 
 # The server's processes: the one we started and its children (nginx's worker).
-pids_of() { echo "${PID[$1]}" $(pgrep -P "${PID[$1]}" 2>/dev/null || true); }
-cpu_ticks() { local t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
 ctx_switches() { cat $(for p in $(pids_of "$1"); do echo /proc/$p/task/*/status; done) 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n+0}'; }
 rss_sum() { local field=$2 t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo $t; }
 to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v*1000 } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000000 } else print v }'; }

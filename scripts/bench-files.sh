@@ -63,9 +63,7 @@ sed -e "s|__PORT__|$NPORT|g" -e "s|__PREFIX__|$WORK/nginx|g" -e "s|__ROOT__|$FIL
 taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/nginx.log" 2>&1 & NGINX_PID=$!
 for _ in $(seq 1 100); do curl -fs -o /dev/null "http://127.0.0.1:$NPORT/small.bin" && break; sleep 0.05; done
 
-# nginx forks its worker: its CPU is the master's and the worker's together.
-pids_of() { if [ "$1" = nginx ]; then echo "$NGINX_PID $(pgrep -P "$NGINX_PID" || true)"; else echo "$SERVER_PID"; fi; }
-cpu_ticks() { local t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+declare -A PID=([pipeserver]=$SERVER_PID [nginx]=$NGINX_PID) # for common.sh's cpu_ticks (nginx's worker is a child)
 port_of() { if [ "$1" = nginx ]; then echo "$NPORT"; else echo "$PORT"; fi; }
 CLK_TCK="$(getconf CLK_TCK)"
 

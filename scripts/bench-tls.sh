@@ -50,20 +50,8 @@ start_one() {
   done
   echo "$s on port $port did not become ready:" >&2; cat "$WORK/$s.log" >&2; exit 1
 }
-stop_servers() {
-  local s
-  for s in "${SERVERS[@]}"; do
-    [ -n "${PID[$s]:-}" ] || continue
-    kill -TERM "${PID[$s]}" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "${PID[$s]}" 2>/dev/null || true
-    wait "${PID[$s]}" 2>/dev/null || true
-    PID[$s]=""
-  done
-}
 trap 'stop_servers; rm -rf "$WORK"' EXIT
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/${PID[$1]}/stat" 2>/dev/null || echo 0; }
 median() { sort -g | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
 
 # run SERVER NAME CONNECTIONS [close]: one measured round; appends "rps cpu_us_per_req errors" to WORK/NAME.SERVER

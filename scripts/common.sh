@@ -64,3 +64,25 @@ free_port() {
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
+
+# The comparison benchmarks (bench-e2e, bench-tls, bench-files) run several servers side by side, named in
+# SERVERS and found by name in PID (a name -> process id table, `declare -A PID`, the script fills as it
+# starts them; declared there, not here: bench-idle uses PID as a plain variable).
+
+# stop_servers: SIGTERM each server in SERVERS by its PID, wait up to 10 s, then SIGKILL; forget the PID.
+stop_servers() {
+  local s
+  for s in "${SERVERS[@]}"; do
+    [ -n "${PID[$s]:-}" ] || continue
+    kill -TERM "${PID[$s]}" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "${PID[$s]}" 2>/dev/null || true
+    wait "${PID[$s]}" 2>/dev/null || true
+    PID[$s]=""
+  done
+}
+
+# pids_of NAME: the server's process and its children (nginx's worker).
+pids_of() { echo "${PID[$1]}" $(pgrep -P "${PID[$1]}" 2>/dev/null || true); }
+# cpu_ticks NAME: utime + stime of the server and its children, in clock ticks.
+cpu_ticks() { local t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
