@@ -14,6 +14,15 @@ namespace PipeServer.Tests.Routing;
 // The hot-path contract of EndToEndBenchmarks (0 B per /plaintext request), checked on every test run with
 // the thread's allocation counter, in a router that also holds templates: templates must cost literal
 // routes nothing. Inline pipe schedulers keep the whole request on this thread, so the counter sees it all.
+//
+// Why it runs alone and may take up to three rounds: ArrayPool<byte>.Shared keeps one array per size on each
+// thread and the rest in per-core stacks every thread shares. A request holds two arrays of one size at once
+// (head bytes and response buffer), so one of them comes from the shared stacks; a test running beside this
+// one can empty them, and the next rent here allocates a fresh array (CI saw 1072 B once in 2000 requests).
+// That is the pool's sharing, not a per-request cost, so the class runs in a collection of its own with no
+// other test beside it, and a round of 2000 requests that allocates nothing settles it. The test still fails
+// on any real cost: an allocation per request, or one every few hundred requests, shows up in every round.
+[Collection(nameof(AllocationMeasurement))]
 public class RouterAllocationTests
 {
     private sealed class Transport(PipeReader input, PipeWriter output) : IDuplexPipe, ITransportControl
@@ -58,12 +67,21 @@ public class RouterAllocationTests
 
         for (int i = 0; i < 2000; i++) Exchange(); // warm-up: pools, lazily made per-connection objects
         const int requests = 2000;
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < requests; i++) Exchange();
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        var rounds = new List<long>();
+        for (int round = 0; round < 3; round++)
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < requests; i++) Exchange();
+            rounds.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+            if (rounds[^1] == 0) break;
+        }
 
-        Assert.True(allocated == 0, $"{path}: {allocated} bytes over {requests} requests ({allocated / (double)requests:0.0} per request)");
+        Assert.True(rounds[^1] == 0, $"{path}: every round of {requests} requests allocated: {string.Join(", ", rounds.Select(b => $"{b} B ({b / (double)requests:0.0} per request)"))}");
         await toServer.Writer.CompleteAsync();
         await processing.WaitAsync(TimeSpan.FromSeconds(5));
     }
 }
+
+/// <summary>Tests that read the thread's allocation counter: run with no other test beside them (see above).</summary>
+[CollectionDefinition(nameof(AllocationMeasurement), DisableParallelization = true)]
+public sealed class AllocationMeasurement;
