@@ -86,8 +86,10 @@ public partial class ShutdownProcessTests(ITestOutputHelper output)
         Assert.True(await c.ClosedWithFinAsync());
         var lastConnectionDone = Stopwatch.StartNew();
         Assert.Equal(0, await server.WaitForExitAsync());
-        // Budget: 100 ms after the last connection, plus runtime teardown and slack for this shared machine.
-        Assert.True(lastConnectionDone.Elapsed < TimeSpan.FromMilliseconds(600), $"exit came {lastConnectionDone.Elapsed.TotalMilliseconds} ms after the last connection closed");
+        // The server waits 100 ms after its last connection, then the runtime tears down. The budget is what
+        // a loaded CI machine needs for that (600 ms failed once there), and stays under the shortest wait the
+        // server could wrongly sit out: the 2 s abort grace (and the 30 s deadline far beyond it).
+        Assert.True(lastConnectionDone.Elapsed < TimeSpan.FromMilliseconds(1500), $"exit came {lastConnectionDone.Elapsed.TotalMilliseconds} ms after the last connection closed");
         Assert.Contains("1 connection(s) drained, 0 aborted", server.Output);
     }
 
