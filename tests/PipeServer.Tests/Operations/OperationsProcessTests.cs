@@ -176,7 +176,10 @@ public class OperationsProcessTests
             c.Socket.ReceiveBufferSize = 4096;
             await c.SendAsync("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 16000000\r\n\r\n");
             var block = new byte[64 * 1024];
-            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(12));
+            // 20 s: the grace only starts once the server's send blocks, after the kernel's and the pipe's buffers
+            // have filled; at load 25-30 that took long enough once for a 12 s wait to run out first. At the
+            // default 240 B/s a stalled 4 KiB send would be cut only after 5 + 17 s, still past this bound.
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(20));
             long sent = 0;
             var lastSend = TimeSpan.Zero; // when the last send completed: the server's buffers were full soon after it
             try
@@ -195,7 +198,7 @@ public class OperationsProcessTests
         var upload = SlowUploadAsync();
         var reader = StalledReaderAsync();
         var (uploadEnd, uploadClose, uploadStatus) = await upload.WaitAsync(TimeSpan.FromSeconds(20));
-        var (readerEnd, readerError, readerSent, readerLastSend) = await reader.WaitAsync(TimeSpan.FromSeconds(20));
+        var (readerEnd, readerError, readerSent, readerLastSend) = await reader.WaitAsync(TimeSpan.FromSeconds(30));
         // A started 200 can only be cut (RST); a 408 is a whole answer, closed with a FIN. Nothing else is right.
         Assert.True((uploadStatus, uploadClose) is ("HTTP/1.1 200", CloseKind.Reset) or ("HTTP/1.1 408", CloseKind.Fin),
             $"the slow upload ended with '{uploadStatus}' and {uploadClose}; the server logged:\n{server.Output}");
