@@ -222,7 +222,10 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
                 }
                 ClearTimeout();
                 bool keepGoing = await ProcessRequestAsync().ConfigureAwait(false);
-                _head.Release();
+                // The head keeps its pooled arrays for the next request of a pipelined batch (Reset reuses
+                // them): they go back with the request objects when the connection goes idle or ends
+                // (ReturnRequestObjects -> RequestHead.Release), so an idle connection still holds none.
+                // Releasing them here cost two pool rents and returns per request, and a clear of the slots.
                 if (!keepGoing) break;
 
                 Volatile.Write(ref _state, (int)ConnectionState.Idle);

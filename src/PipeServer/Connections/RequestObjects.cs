@@ -56,7 +56,7 @@ internal sealed class RequestObjects
         return new RequestObjects();
     }
 
-    /// <summary>Back to the pool; the caller no longer uses the set (its request is over, its head released).</summary>
+    /// <summary>Back to the pool; the caller no longer uses the set (its request is over). Detach releases the head's arrays.</summary>
     public static void Return(RequestObjects objects)
     {
         objects.Detach();

@@ -27,11 +27,11 @@ internal sealed class RequestHead : IHttpHeadHandler
     private int _chunkedCount;
 
     // The head's bytes, copied from the parser's spans: [target][custom method][header names and values].
-    private byte[] _raw = [];   // rented from the pool for the life of one request (see Release)
+    private byte[] _raw = [];   // rented from the pool by the first request of a batch, kept until the connection goes idle (see Release)
     private int _rawLength;
     private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
     private bool _pathHasEscapes;
-    private HeaderSlot[] _slots = [];   // rented per request too: an idle connection holds none
+    private HeaderSlot[] _slots = [];   // rented and kept the same way: an idle connection holds none
     private int _slotCount;
 
     // Strings made on first use, until the next Reset.
@@ -115,8 +115,9 @@ internal sealed class RequestHead : IHttpHeadHandler
     }
 
     /// <summary>
-    /// Returns the head's byte array to the pool once the request is finished, so an idle keep-alive
-    /// connection holds none. Strings not yet made from it cannot be made afterwards.
+    /// Returns the head's arrays to the pool when the request objects go back to theirs (the connection is
+    /// idle or has ended), so an idle keep-alive connection holds none; the requests of a pipelined batch
+    /// reuse them (Reset). Strings not yet made from them cannot be made afterwards.
     /// </summary>
     public void Release()
     {
