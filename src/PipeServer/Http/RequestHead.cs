@@ -32,6 +32,7 @@ internal sealed class RequestHead : IHttpHeadHandler
     private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
     private bool _pathHasEscapes;
     private HeaderSlot[] _slots = [];   // rented and kept the same way: an idle connection holds none
+    private const int KeptRawBytes = 4096, KeptSlots = 32; // what a thread's spare set may keep (Release)
     private int _slotCount;
 
     // Strings made on first use, until the next Reset.
@@ -119,8 +120,16 @@ internal sealed class RequestHead : IHttpHeadHandler
     /// idle or has ended), so an idle keep-alive connection holds none; the requests of a pipelined batch
     /// reuse them (Reset). Strings not yet made from them cannot be made afterwards.
     /// </summary>
-    public void Release()
+    /// <param name="keepSmall">Keep arrays of the usual size (the set is a thread's spare, rented again next: RequestObjects).</param>
+    public void Release(bool keepSmall = false)
     {
+        if (keepSmall && _raw.Length <= KeptRawBytes && _slots.Length <= KeptSlots)
+        {
+            _rawLength = 0;
+            _slotCount = 0; // the slots hold only the known names, static strings
+            _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
+            return;
+        }
         if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
         _raw = [];
         ReturnSlots();
