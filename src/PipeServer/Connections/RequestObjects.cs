@@ -12,7 +12,9 @@ namespace PipeServer.Connections;
 // thread, so the set it returns is the set it rents next: no interlocked operation, no shared cache line),
 // then a small shared stack under a lock (a handler that awaited returns its set on the thread it resumed
 // on, which may not be the one that rents next). Process-wide rather than per server: once detached a set
-// holds nothing of any server or connection.
+// holds nothing of any server or connection. The per-thread spare also keeps its small pooled arrays (the
+// head's bytes and slots, the response's staging array; stale bytes in them, as in any pooled array), so
+// the request after it rents none; a shared set gives them back to the ArrayPool.
 //
 // Invariants: a set is rented by one connection at a time. Everything a handler can see of the previous
 // request is reset when the next one starts (RequestHead.Reset, HttpRequest.Reset and SetConnectionClient,
@@ -56,27 +58,31 @@ internal sealed class RequestObjects
         return new RequestObjects();
     }
 
-    /// <summary>Back to the pool; the caller no longer uses the set (its request is over, its head released).</summary>
+    /// <summary>Back to the pool; the caller no longer uses the set (its request is over).</summary>
     public static void Return(RequestObjects objects)
     {
-        objects.Detach();
         if (t_spare is null)
         {
+            // The thread's spare keeps its small pooled arrays (the head's bytes and slots, the response's
+            // staging array): on a loop thread it is the set the next request rents, so an unpipelined request
+            // pays no ArrayPool rent and return for them. The shared sets give theirs back.
+            objects.Detach(keepBuffers: true);
             t_spare = objects;
             return;
         }
+        objects.Detach(keepBuffers: false);
         lock (s_sharedLock)
         {
             if (s_shared.Count < MaxShared) s_shared.Push(objects);
         }
     }
 
-    private void Detach()
+    private void Detach(bool keepBuffers)
     {
-        Head.Release();
+        Head.Release(keepSmall: keepBuffers);
         Head.Reset(); // drops the last request's strings too
         Request.Detach();
-        Response.Detach();
+        Response.Detach(keepStaging: keepBuffers);
         EmptyBody.Detach();
         ContentLengthBody?.Detach();
         ChunkedBody?.Detach();

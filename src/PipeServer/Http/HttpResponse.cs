@@ -110,13 +110,16 @@ public sealed class HttpResponse
         _body.Reset(owner.Output);
     }
 
-    /// <summary>Back to the pool (Connections/RequestObjects.cs): drops the handler's headers and every reference to the connection.</summary>
-    internal void Detach()
+    /// <summary>
+    /// Back to the pool (Connections/RequestObjects.cs): drops the handler's headers and every reference to the
+    /// connection. <paramref name="keepStaging"/>: a small staging array stays (the set is a thread's spare).
+    /// </summary>
+    internal void Detach(bool keepStaging = false)
     {
         _owner = null!;
         ReasonPhrase = null; ContentType = null; _contentLength = null;
         Headers.Clear();
-        _body.Detach();
+        _body.Detach(keepStaging);
     }
 
     /// <summary>
@@ -311,6 +314,7 @@ public sealed class HttpResponse
             Append(span, ref at, "\r\n"u8);
         }
         Append(span, ref at, "\r\n"u8);
+
         output.Advance(at);
 
         if (_isHead) Framing = ResponseFraming.NoBody;
@@ -362,6 +366,14 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
     private bool _responseCompleted;
     private long _unflushed; // body bytes put in the output since the last flush (after start)
 
+    /// <summary>
+    /// A staging array up to this size stays with the response object from one response to the next (the
+    /// requests of a pipelined batch, and a loop thread's spare request objects: Connections/RequestObjects.cs)
+    /// instead of an ArrayPool rent and return per response. A bigger one (a handler staged up to 64 KiB) goes
+    /// back as soon as its bytes are in the output, so a streaming response never sits on it.
+    /// </summary>
+    private const int KeptStagingBytes = 4096;
+
     public long Written { get; private set; }
 
     public void Reset(PipeWriter output)
@@ -372,16 +384,26 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         _responseCompleted = false;
         _unflushed = 0;
         _chunkFull = default;
-        if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
+        if (_buffer.Length > KeptStagingBytes) ReturnStaging();
     }
 
-    /// <summary>Forgets the connection's output, and gives back a staging buffer a response that never started still held (an aborted one).</summary>
-    public void Detach()
+    /// <summary>
+    /// Forgets the connection's output, and gives back the staging array (one a response that never started
+    /// still held, an aborted one, or the small one kept between responses) unless <paramref name="keepStaging"/>
+    /// and it is small.
+    /// </summary>
+    public void Detach(bool keepStaging = false)
     {
         _output = null!;
         _chunkFull = default;
         _buffered = 0;
-        if (_buffer.Length > 0) { ArrayPool<byte>.Shared.Return(_buffer); _buffer = []; }
+        if (!keepStaging || _buffer.Length > KeptStagingBytes) ReturnStaging();
+    }
+
+    private void ReturnStaging()
+    {
+        if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
+        _buffer = [];
     }
 
     public void DiscardBuffered()
@@ -534,10 +556,10 @@ internal sealed class ResponseBodyWriter(HttpResponse response) : PipeWriter
         try { MoveBuffered(); }
         finally
         {
-            // The staging buffer goes back to the pool as soon as its bytes are in the output: a keep-alive
-            // connection between requests holds no response memory.
-            if (_buffer.Length > 0) ArrayPool<byte>.Shared.Return(_buffer);
-            _buffer = [];
+            // A large staging array goes back to the pool as soon as its bytes are in the output; a small one
+            // stays for the next response (KeptStagingBytes). Either way an idle keep-alive connection holds
+            // none: its request objects, this writer with them, go back when it goes idle.
+            if (_buffer.Length > KeptStagingBytes) ReturnStaging();
             _buffered = 0;
         }
     }

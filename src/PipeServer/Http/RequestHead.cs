@@ -27,11 +27,12 @@ internal sealed class RequestHead : IHttpHeadHandler
     private int _chunkedCount;
 
     // The head's bytes, copied from the parser's spans: [target][custom method][header names and values].
-    private byte[] _raw = [];   // rented from the pool for the life of one request (see Release)
+    private byte[] _raw = [];   // rented from the pool by the first request of a batch, kept until the connection goes idle (see Release)
     private int _rawLength;
     private int _targetStart, _targetLength, _pathStart, _pathLength, _queryStart, _queryLength, _methodStart, _methodLength;
     private bool _pathHasEscapes;
-    private HeaderSlot[] _slots = [];   // rented per request too: an idle connection holds none
+    private HeaderSlot[] _slots = [];   // rented and kept the same way: an idle connection holds none
+    private const int KeptRawBytes = 4096, KeptSlots = 32; // what a thread's spare set may keep (Release)
     private int _slotCount;
 
     // Strings made on first use, until the next Reset.
@@ -115,11 +116,20 @@ internal sealed class RequestHead : IHttpHeadHandler
     }
 
     /// <summary>
-    /// Returns the head's byte array to the pool once the request is finished, so an idle keep-alive
-    /// connection holds none. Strings not yet made from it cannot be made afterwards.
+    /// Returns the head's arrays to the pool when the request objects go back to theirs (the connection is
+    /// idle or has ended), so an idle keep-alive connection holds none; the requests of a pipelined batch
+    /// reuse them (Reset). Strings not yet made from them cannot be made afterwards.
     /// </summary>
-    public void Release()
+    /// <param name="keepSmall">Keep arrays of the usual size (the set is a thread's spare, rented again next: RequestObjects).</param>
+    public void Release(bool keepSmall = false)
     {
+        if (keepSmall && _raw.Length <= KeptRawBytes && _slots.Length <= KeptSlots)
+        {
+            _rawLength = 0;
+            _slotCount = 0; // the slots hold only the known names, static strings
+            _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
+            return;
+        }
         if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
         _raw = [];
         ReturnSlots();
