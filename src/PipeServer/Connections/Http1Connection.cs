@@ -203,6 +203,15 @@ internal sealed partial class Http1Connection : IResponseOwner, IRequestBodyOwne
                 // (a pipelined batch): then its header timeout starts at once (ReadRequestHeadAsync, first byte),
                 // and a keep-alive deadline set here would only be overwritten: a clock read per request saved.
                 if (afterRequest && (!haveInput || first.Buffer.IsEmpty)) SetTimeout(TimeoutKind.KeepAlive, _options.KeepAliveTimeout);
+                if (afterRequest && haveInput && first.IsCanceled && first.Buffer.IsEmpty && !first.IsCompleted)
+                {
+                    // A wake-up with no bytes that was meant for the request just served (a heartbeat that read its
+                    // header deadline as the head completed, a body-rate check as the body ended) or a drain: no
+                    // request is here, so this is the idle path below (flush, drain check, objects back) rather
+                    // than a wait inside ReadRequestHeadAsync holding the request objects and their arrays.
+                    input.AdvanceTo(first.Buffer.Start, first.Buffer.End);
+                    haveInput = false;
+                }
                 afterRequest = false;
                 if (!haveInput)
                 {
