@@ -486,6 +486,29 @@ public class LinuxConnectionInputTests
     }
 
     [Fact]
+    public async Task A_socket_closed_before_it_is_handed_over_is_refused_not_registered_under_its_old_number()
+    {
+        // A closed SafeHandle still reports its old fd number, and accept(2) hands out the lowest free number,
+        // so the next connection usually has it. Taken, that number put the next connection's fd in the loop
+        // under the dead one's object, which read its request and closed it (ListenersTests' "connection that
+        // cannot start" case failed that way under load, on the Unix listener, where no socket option throws).
+        using var transport = new PipeServer.Transports.Linux.LinuxTransport(1);
+        var path = Path.Combine(Path.GetTempPath(), $"pipeserver-{Guid.NewGuid():N}.sock");
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        listener.Listen(4);
+        try
+        {
+            await using var client = await RawConnection.ConnectUnixAsync(path);
+            var accepted = await listener.AcceptAsync().WaitAsync(Bound);
+            accepted.Dispose();
+            var options = new System.IO.Pipelines.PipeOptions(useSynchronizationContext: false);
+            Assert.Throws<ObjectDisposedException>(() => transport.Create(accepted, options, options, static () => { }));
+        }
+        finally { File.Delete(path); }
+    }
+
+    [Fact]
     public async Task Connections_handed_over_while_the_loop_stops_are_all_reset()
     {
         // The same race left to timing: hand-overs posted while Dispose runs land before the loop's last pass

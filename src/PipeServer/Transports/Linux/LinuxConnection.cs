@@ -117,6 +117,10 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
         // SO_LINGER is either off or 0). Socket.Blocking = false would cost two fcntl per accept and make the
         // runtime create its SocketAsyncContext (a few hundred bytes per connection, never used here).
         _handle = socket.SafeHandle;
+        // A closed handle still gives its old number, which the next accept(2) may already have been given:
+        // registered here, it would put another connection's fd in this loop under this object (which would
+        // read that connection's bytes and shut it down). Refuse it as the sockets transport would.
+        ObjectDisposedException.ThrowIf(_handle.IsClosed || _handle.IsInvalid, socket);
         _fd = (int)_handle.DangerousGetHandle();
         _input = new Pipe(loop.Adapt(inputOptions));
         _output = new Pipe(loop.Adapt(outputOptions));
