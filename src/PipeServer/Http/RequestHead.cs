@@ -123,17 +123,14 @@ internal sealed class RequestHead : IHttpHeadHandler
     /// <param name="keepSmall">Keep arrays of the usual size (the set is a thread's spare, rented again next: RequestObjects).</param>
     public void Release(bool keepSmall = false)
     {
-        if (keepSmall && _raw.Length <= KeptRawBytes && _slots.Length <= KeptSlots)
+        // Kept arrays are not cleared: the slots hold only the known names, static strings.
+        if (!keepSmall || _raw.Length > KeptRawBytes || _slots.Length > KeptSlots)
         {
-            _rawLength = 0;
-            _slotCount = 0; // the slots hold only the known names, static strings
-            _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
-            return;
+            if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
+            _raw = [];
+            ReturnSlots();
+            _slots = [];
         }
-        if (_raw.Length > 0) System.Buffers.ArrayPool<byte>.Shared.Return(_raw);
-        _raw = [];
-        ReturnSlots();
-        _slots = [];
         _rawLength = 0;
         _slotCount = 0;
         _targetStart = _targetLength = _pathStart = _pathLength = _queryStart = _queryLength = _methodStart = _methodLength = 0;
