@@ -42,16 +42,6 @@ WORK="$(mktemp -d)"
 declare -A PID PORT
 CLK_TCK="$(getconf CLK_TCK)"
 
-# wait_ready SERVER: up to 60 s (a loaded 2-core machine can take a while to start a JIT build).
-wait_ready() {
-  for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:${PORT[$1]}/plaintext" >/dev/null 2>&1 && return
-    kill -0 "${PID[$1]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$1 on port ${PORT[$1]} did not become ready:" >&2; cat "$WORK/$1.log" >&2; exit 1
-}
-
 # start_one SERVER: start it pinned to core 0 on a free loopback port; PID[SERVER] is the process to signal.
 start_one() {
   local s=$1 port; port=$(free_port); PORT[$s]=$port
@@ -71,20 +61,10 @@ start_one() {
       taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" >"$WORK/$s.log" 2>&1 & PID[$s]=$! ;;
     *) echo "unknown server '$s' (pipeserver, kestrel, kestrel-tuned, nginx)" >&2; exit 2 ;;
   esac
-  wait_ready "$s"
+  wait_http_ready "$s" "${PID[$s]}" "$WORK/$s.log" "http://127.0.0.1:$port/plaintext"
 }
 start_servers() { local s; for s in "${SERVERS[@]}"; do start_one "$s"; done; }
 trap 'stop_servers; rm -rf "$WORK"' EXIT
-
-cat >"$WORK/pipeline.lua" <<'LUA'
--- TechEmpower's pipelining: each write carries 16 requests.
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format(nil) end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
 
 # The server's processes: the one we started and its children (nginx's worker).
 ctx_switches() { cat $(for p in $(pids_of "$1"); do echo /proc/$p/task/*/status; done) 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n+0}'; }
@@ -95,7 +75,7 @@ median() { sort -g | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR % 2
 # run_wrk SERVER NAME CONNECTIONS PATH [pipeline]: one measured round; appends "rps p50us p99us cpu_us_per_req ctxsw_per_req" to WORK/NAME.SERVER
 run_wrk() {
   local server=$1 name=$2 conns=$3 path=$4 pipe=${5:-}
-  local script=(); [ -n "$pipe" ] && script=(-s "$WORK/pipeline.lua")
+  local script=(); [ -n "$pipe" ] && script=(-s "$PIPELINE_LUA")
   local before after cs_before cs_after out
   before=$(cpu_ticks "$server"); cs_before=$(ctx_switches "$server")
   out="$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" --latency "${script[@]}" "http://127.0.0.1:${PORT[$server]}$path" 2>&1)"
@@ -144,7 +124,7 @@ echo "== warm-up ${WARMUP}s each (tiered JIT, PGO)"
 for s in "${SERVERS[@]}"; do
   taskset -c 1 wrk -t1 -c64 -d"${WARMUP}s" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
   taskset -c 1 wrk -t1 -c64 -d5s "http://127.0.0.1:${PORT[$s]}/json" >/dev/null
-  taskset -c 1 wrk -t1 -c256 -d5s -s "$WORK/pipeline.lua" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
+  taskset -c 1 wrk -t1 -c256 -d5s -s "$PIPELINE_LUA" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
 done
 
 SCENARIOS=("plaintext-64|64|/plaintext|" "plaintext-pipelined16-256|256|/plaintext|pipe" "json-64|64|/json|")

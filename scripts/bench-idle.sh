@@ -51,12 +51,7 @@ start() {
       taskset -c 0 dotnet "$KESTREL_DLL" --urls "http://127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 & PID=$! ;;
     *) echo "unknown server '$1' (linux, sockets, kestrel)" >&2; exit 2 ;;
   esac
-  for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:$PORT/plaintext" >/dev/null 2>&1 && return
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$1 did not become ready:" >&2; cat "$WORK/server.log" >&2; exit 1
+  wait_http_ready "$1" "$PID" "$WORK/server.log" "http://127.0.0.1:$PORT/plaintext"
 }
 
 # The heartbeat's last "GC gen0=A gen1=B gen2=C, heap H KiB" as "A B C H" (PipeServer only).

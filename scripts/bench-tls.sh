@@ -43,12 +43,7 @@ start_one() {
       taskset -c 0 dotnet "$KESTREL_DLL" --urls "https://127.0.0.1:$port" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" \
         >"$WORK/$s.log" 2>&1 & PID[$s]=$! ;;
   esac
-  for _ in $(seq 1 600); do
-    curl -fs --cacert "$WORK/cert.pem" "https://localhost:$port/plaintext" >/dev/null 2>&1 && return
-    kill -0 "${PID[$s]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$s on port $port did not become ready:" >&2; cat "$WORK/$s.log" >&2; exit 1
+  wait_http_ready "$s" "${PID[$s]}" "$WORK/$s.log" "https://localhost:$port/plaintext" --cacert "$WORK/cert.pem"
 }
 trap 'stop_servers; rm -rf "$WORK"' EXIT
 

@@ -69,6 +69,21 @@ raise_fd_limit() { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; }
 # SERVERS and found by name in PID (a name -> process id table, `declare -A PID`, the script fills as it
 # starts them; declared there, not here: bench-idle uses PID as a plain variable).
 
+# wait_http_ready NAME PID LOG URL [CURL_ARGS...]: up to 60 s for URL to answer 2xx (a loaded 2-core machine
+# can take a while to start a JIT build); if the process dies first or time runs out, show its log and exit 1.
+wait_http_ready() {
+  local name=$1 pid=$2 log=$3 url=$4; shift 4
+  for _ in $(seq 1 600); do
+    curl -fs "$@" "$url" >/dev/null 2>&1 && return
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "$name ($url) did not become ready:" >&2; cat "$log" >&2; exit 1
+}
+
+# wrk's pipelining script: each write carries 16 requests.
+PIPELINE_LUA="$ROOT/scripts/wrk-pipeline16.lua"
+
 # stop_servers: SIGTERM each server in SERVERS by its PID, wait up to 10 s, then SIGKILL; forget the PID.
 stop_servers() {
   local s

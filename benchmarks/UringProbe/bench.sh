@@ -33,30 +33,15 @@ start_one() {
     pipeserver) taskset -c 0 dotnet "$SERVER_DLL" --address 127.0.0.1 --port "$port" --log-level warning >"$WORK/$s.log" 2>&1 & PID[$s]=$! ;;
     *) echo "unknown server '$s' (uring, epoll, pipeserver)" >&2; exit 2 ;;
   esac
-  for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:$port/plaintext" >/dev/null 2>&1 && return
-    kill -0 "${PID[$s]}" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "$s did not become ready:" >&2; cat "$WORK/$s.log" >&2; exit 1
+  wait_http_ready "$s" "${PID[$s]}" "$WORK/$s.log" "http://127.0.0.1:$port/plaintext"
 }
-
-cat >"$WORK/pipeline.lua" <<'LUA'
--- TechEmpower's pipelining, as bench-e2e.sh: each write carries 16 requests.
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format(nil) end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
 
 # ticks PID: "utime stime" in clock ticks (a probe and PipeServer are single processes).
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 run_wrk() {
   local s=$1 name=$2 conns=$3 pipe=$4 script=()
-  [ -n "$pipe" ] && script=(-s "$WORK/pipeline.lua")
+  [ -n "$pipe" ] && script=(-s "$PIPELINE_LUA")
   local u0 s0 u1 s1 out rps requests
   read -r u0 s0 <<<"$(ticks "${PID[$s]}")"
   out="$(taskset -c 1 wrk -t1 -c"$conns" -d"${SECS}s" "${script[@]}" "http://127.0.0.1:${PORT[$s]}/plaintext" 2>&1)"
@@ -89,7 +74,7 @@ for s in "${SERVERS[@]}"; do start_one "$s"; done
 echo "== warm-up ${WARMUP}s each; load $(cut -d' ' -f1-3 /proc/loadavg)"
 for s in "${SERVERS[@]}"; do
   taskset -c 1 wrk -t1 -c64 -d"${WARMUP}s" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
-  taskset -c 1 wrk -t1 -c256 -d5s -s "$WORK/pipeline.lua" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
+  taskset -c 1 wrk -t1 -c256 -d5s -s "$PIPELINE_LUA" "http://127.0.0.1:${PORT[$s]}/plaintext" >/dev/null
 done
 SCENARIOS=("plaintext-64|64|" "pipelined16-256|256|pipe")
 for r in $(seq 1 "$ROUNDS"); do
