@@ -193,8 +193,22 @@ internal sealed class LinuxConnection : TransportConnection, ISendFileFeature
 
     /// <summary>True when the peer has sent bytes the protocol has not been given yet: queued in the kernel, or in the loop's hands.</summary>
     // Asked on the loop itself (the protocol running inline inside the loop's flush), the bytes the loop holds
-    // are already committed to the pipe the caller reads: only the kernel's queue counts then.
-    public override bool HasUndeliveredInput => UnreadKernelBytes > 0 || (_receiving && !_loop.IsOnLoop);
+    // are already committed to the pipe the caller reads: only the kernel's queue counts then. Asked from another
+    // thread (a protocol that resumed off the loop after an awaiting handler, the shutdown), the mark can still
+    // stand for bytes the flush has already made readable and the caller has already answered: the loop clears
+    // it only after the flush returns. A stale "still coming" kept a draining connection open for a request
+    // nobody sent (the sockets transport had the same window: SocketConnection). So the off-loop look waits for
+    // the loop to finish that step: recv is non-blocking and no reader runs inline for an asker that is not
+    // waiting in ReadAsync, so it is a few instructions away; bounded anyway, and then counted as coming.
+    public override bool HasUndeliveredInput
+    {
+        get
+        {
+            if (UnreadKernelBytes > 0) return true;
+            if (!_receiving || _loop.IsOnLoop) return false;
+            return !SpinWait.SpinUntil(() => !_receiving, millisecondsTimeout: 100);
+        }
+    }
 
     /// <summary>How many bytes have been taken from the peer so far.</summary>
     public override long ReceivedBytes => Volatile.Read(ref _received);
